@@ -1,0 +1,1 @@
+"""kube-audit-relay: the kube-apiserver audit webhook that publishes each event to Kafka."""

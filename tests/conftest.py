@@ -1,0 +1,70 @@
+"""Fixtures shared by every test package: a real broker, topics, processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.kafka import LocalBroker, create_topic, unique_topic
+from tests.support.net import unused_port_pair
+from tests.support.processes import ProcessFactory
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of a real broker: ``KAFKA_BOOTSTRAP``, or one this session starts."""
+    given = os.environ.get("KAFKA_BOOTSTRAP")
+    if given:
+        yield given
+        return
+    broker = LocalBroker(unused_port_pair(), tmp_path_factory.mktemp("kafka"))
+    broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator[Callable[[], LocalBroker]]:
+    """Makes private brokers that a test may stop, kill and restart; stops them at teardown."""
+    made: list[LocalBroker] = []
+
+    def make() -> LocalBroker:
+        broker = LocalBroker(unused_port_pair(), tmp_path / f"kafka-{len(made)}")
+        broker.start()
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.stop()
+
+
+@pytest.fixture
+def topic() -> str:
+    """A fresh topic name; the relay creates it, or a test calls ``new_topic``."""
+    return unique_topic()
+
+
+@pytest.fixture
+async def new_topic(kafka_bootstrap: str) -> AsyncIterator[Callable[[int], Awaitable[str]]]:
+    """Creates topics with a given partition count on the session broker."""
+
+    async def make(partitions: int = 1) -> str:
+        name = unique_topic()
+        await create_topic(kafka_bootstrap, name, partitions)
+        return name
+
+    yield make
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[ProcessFactory]:
+    """Starts real relay and consumer processes; kills any still running at teardown."""
+    factory = ProcessFactory(tmp_path)
+    yield factory
+    factory.close()

@@ -1,0 +1,127 @@
+"""A real local broker (deploy/local/kafka) and helpers to read and create topics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+REPO = Path(__file__).resolve().parents[2]
+KAFKA_SCRIPT = REPO / "deploy" / "local" / "kafka"
+
+
+@dataclass
+class LocalBroker:
+    """A broker started by deploy/local/kafka; tests may stop, kill and restart it."""
+
+    port: int
+    state_dir: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _run(self, command: str) -> None:
+        subprocess.run(
+            [str(KAFKA_SCRIPT), command, "--port", str(self.port), "--state-dir", str(self.state_dir)],
+            check=True,
+            timeout=180,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        self._run("start")
+
+    def stop(self) -> None:
+        self._run("stop")
+
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would."""
+        pid = int((self.state_dir / "kafka.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"broker pid {pid} survived SIGKILL")
+
+
+def unique_topic(prefix: str = "test") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def read_topic(
+    bootstrap: str, topic: str, count: int, *, timeout: float = 30.0
+) -> list[ConsumerRecord]:
+    """Read the first ``count`` records of ``topic`` (all partitions, from the start).
+
+    Fails the test when fewer arrive within ``timeout``; returns exactly what arrived when more
+    arrive in the same fetch, so callers can assert on the exact count.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(records) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{topic}: {len(records)} of {count} records within {timeout}s")
+            batches = await consumer.getmany(timeout_ms=int(min(remaining, 1.0) * 1000))
+            for batch in batches.values():
+                records.extend(batch)
+        # One more short poll: extra records (duplicates) must be visible to the caller.
+        batches = await consumer.getmany(timeout_ms=300)
+        for batch in batches.values():
+            records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def topic_size(bootstrap: str, topic: str) -> int:
+    """Total records in ``topic`` (sum of end offsets minus start offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        for _ in range(50):
+            if partitions:
+                break
+            await consumer.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+            await asyncio.sleep(0.1)
+        from aiokafka import TopicPartition
+
+        tps = [TopicPartition(topic, p) for p in partitions or ()]
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        return sum(ends[tp] - starts[tp] for tp in tps)
+    finally:
+        await consumer.stop()
