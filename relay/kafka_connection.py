@@ -62,7 +62,11 @@ class KafkaConnection:
 def add_kafka_arguments(parser: EnvArgumentParser) -> None:
     """Add the Kafka connection flags shared by ``audit-relay`` and ``audit-consumer``."""
     add = parser.add_option
-    add("--kafka-bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers, comma-separated")
+    add(
+        "--kafka-bootstrap",
+        default="127.0.0.1:9092",
+        help="Kafka bootstrap servers, comma-separated",
+    )
     add("--kafka-tls", action="store_true", help="connect to Kafka with TLS")
     add("--kafka-tls-ca-file", help="CA bundle that signs the brokers' certificates")
     add("--kafka-tls-cert-file", help="client certificate (PEM) for mutual TLS")

@@ -1,0 +1,111 @@
+"""``audit-relay``: parse settings, configure logging, handle signals, run the workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from multiprocessing.connection import wait
+
+from relay.errors import ConfigError
+from relay.settings import RelaySettings, build_settings
+
+log = logging.getLogger("relay")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def run_worker(settings: RelaySettings, level: str, reuse_port: bool) -> int:
+    """Run one worker until SIGTERM or SIGINT; the entry point of each worker process too."""
+    from relay.server import serve
+
+    configure_logging(level)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop, reuse_port=reuse_port)
+
+    asyncio.run(run())
+    return 0
+
+
+def _worker_process(settings: RelaySettings, level: str) -> None:
+    sys.exit(run_worker(settings, level, reuse_port=True))
+
+
+def supervise(settings: RelaySettings, level: str) -> int:
+    """Start ``settings.workers`` processes on one port; forward SIGTERM/SIGINT to them.
+
+    A worker that dies on its own takes the others down (exit 1), so the orchestrator restarts
+    the relay whole rather than running it short-handed without anyone noticing.
+    """
+    metrics_dir = tempfile.mkdtemp(prefix="audit-relay-metrics-")
+    # prometheus_client reads this when imported; the spawned workers inherit it.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    settings = replace(settings, metrics_dir=metrics_dir)
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker_process, args=(settings, level), name=f"worker-{index}")
+        for index in range(settings.workers)
+    ]
+    stopping = False
+
+    def forward(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None:
+                os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.start()
+    log.info("started %d workers", len(workers))
+    status = 0
+    remaining = list(workers)
+    while remaining:
+        for sentinel in wait([worker.sentinel for worker in remaining]):
+            worker = next(w for w in remaining if w.sentinel == sentinel)
+            worker.join()
+            remaining.remove(worker)
+            if worker.exitcode != 0:
+                status = 1
+            if not stopping:
+                log.error("%s exited with %s; stopping the others", worker.name, worker.exitcode)
+                status = 1
+                forward(signal.SIGTERM, None)
+    log.info("all workers stopped")
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings, level = build_settings(sys.argv[1:] if argv is None else argv, os.environ)
+    except ConfigError as exc:
+        print(f"audit-relay: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(level)
+    if settings.workers == 1:
+        return run_worker(settings, level, reuse_port=False)
+    return supervise(settings, level)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Reading a request body within a size limit, and parsing it as JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from relay.errors import BadRequest, PayloadTooLarge, UnsupportedEncoding
+
+_DECODED_ENCODINGS = {"", "identity", "gzip", "deflate", "x-gzip"}
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, decompressed, refusing early once it grows over ``limit`` bytes.
+
+    aiohttp decodes ``Content-Encoding: gzip`` while streaming, so the limit bounds the decoded
+    size too (a small gzip bomb is refused like a large body). Raises PayloadTooLarge,
+    UnsupportedEncoding, or BadRequest when the client's stream is broken.
+    """
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in _DECODED_ENCODINGS:
+        raise UnsupportedEncoding(f"Content-Encoding {encoding!r} is not supported; use gzip")
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body of {request.content_length} bytes is over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body is over {limit} bytes")
+            chunks.append(chunk)
+    except HttpProcessingError as exc:
+        raise BadRequest(f"cannot read body: {exc.message}") from exc
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON document in ``body``. Raises BadRequest naming the parser's complaint."""
+    if not body.strip():
+        raise BadRequest("empty body: expected an audit EventList or Event")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc

@@ -1,0 +1,212 @@
+"""Audit events at the JSON edge: what kube-apiserver posts, and the Kafka records made of it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+import orjson
+
+from relay.errors import BadRequest
+from relay.records import DEAD_LETTER, EVENTS, OutboundRecord
+
+
+class UserInfo(TypedDict, total=False):
+    username: str
+    uid: str
+    groups: list[str]
+    extra: dict[str, list[str]]
+
+
+class ObjectReference(TypedDict, total=False):
+    resource: str
+    namespace: str
+    name: str
+    uid: str
+    apiGroup: str
+    apiVersion: str
+    resourceVersion: str
+    subresource: str
+
+
+class AuditEvent(TypedDict, total=False):
+    """An ``audit.k8s.io/v1`` Event (v1beta1 adds ``timestamp`` and ``metadata``)."""
+
+    kind: str
+    apiVersion: str
+    level: str
+    auditID: str
+    stage: str
+    requestURI: str
+    verb: str
+    user: UserInfo
+    impersonatedUser: UserInfo
+    sourceIPs: list[str]
+    userAgent: str
+    objectRef: ObjectReference
+    responseStatus: dict[str, Any]
+    requestObject: Any
+    responseObject: Any
+    requestReceivedTimestamp: str
+    stageTimestamp: str
+    annotations: dict[str, str]
+
+
+class EventList(TypedDict):
+    kind: str
+    apiVersion: str
+    metadata: dict[str, Any]
+    items: list[Any]
+
+
+DEFAULT_API_VERSION = "audit.k8s.io/v1"
+API_VERSIONS = ("audit.k8s.io/v1", "audit.k8s.io/v1beta1")
+REQUIRED_STRINGS = ("auditID", "stage", "verb", "level", "requestURI", "stageTimestamp")
+TRUNCATED_ANNOTATION = "audit.k8s.io/truncated"
+
+# Called on each valid event before it is encoded (redaction); returns whether it changed it.
+EventTransform = Callable[[dict[str, Any]], bool]
+
+
+@dataclass
+class Batch:
+    """The records made of one request body, in order, and what happened to its items."""
+
+    records: list[OutboundRecord] = field(default_factory=list)
+    accepted: int = 0
+    dead_lettered: int = 0
+    truncated: int = 0
+    transformed: int = 0
+
+
+def items_of(document: Any) -> tuple[list[Any], str]:
+    """The items of an EventList, or a single Event as a list of one, with the apiVersion.
+
+    Raises BadRequest for anything else; the caller dead-letters the raw body.
+    """
+    if not isinstance(document, dict):
+        raise BadRequest("body is not a JSON object: expected an audit EventList or Event")
+    kind = document.get("kind")
+    api_version = document.get("apiVersion")
+    if api_version is not None and api_version not in API_VERSIONS:
+        raise BadRequest(f"unsupported apiVersion {api_version!r}: expected one of {API_VERSIONS}")
+    if kind == "EventList":
+        items = document.get("items")
+        if items is None:
+            return [], api_version or DEFAULT_API_VERSION
+        if not isinstance(items, list):
+            raise BadRequest("EventList.items is not a list")
+        return items, api_version or DEFAULT_API_VERSION
+    if kind == "Event" or (kind is None and "auditID" in document):
+        return [document], api_version or DEFAULT_API_VERSION
+    raise BadRequest(f"kind {kind!r} is neither EventList nor Event")
+
+
+def invalid_reason(item: Any) -> str | None:
+    """Why ``item`` is not an audit event we can publish, or None when it is one."""
+    if not isinstance(item, dict):
+        return f"item is a JSON {type(item).__name__}, not an object"
+    for name in REQUIRED_STRINGS:
+        if not isinstance(item.get(name), str):
+            return f"missing or non-string field {name!r}"
+    for name in ("user", "objectRef", "annotations"):
+        if name in item and not isinstance(item[name], dict):
+            return f"field {name!r} is not an object"
+    try:
+        timestamp_ms(item["stageTimestamp"])
+    except ValueError:
+        return f"stageTimestamp {item['stageTimestamp']!r} is not an RFC 3339 time"
+    return None
+
+
+def timestamp_ms(text: str) -> int:
+    """Milliseconds since the epoch of an RFC 3339 time such as ``2019-02-06T14:45:25.277756Z``."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def event_headers(event: dict[str, Any], api_version: str, cluster: str) -> list[tuple[str, bytes]]:
+    """The headers consumers filter and route on without decoding the value."""
+    object_ref = event.get("objectRef") or {}
+    user = event.get("user") or {}
+    candidates = (
+        ("cluster", cluster),
+        ("apiVersion", api_version),
+        ("verb", event.get("verb")),
+        ("stage", event.get("stage")),
+        ("level", event.get("level")),
+        ("resource", object_ref.get("resource")),
+        ("namespace", object_ref.get("namespace")),
+        ("user", user.get("username")),
+    )
+    return [
+        (name, value.encode()) for name, value in candidates if isinstance(value, str) and value
+    ]
+
+
+def encode_event(event: dict[str, Any], api_version: str) -> bytes:
+    """The event as a line of the apiserver's audit.log: kind and apiVersion first."""
+    return orjson.dumps({"kind": "Event", "apiVersion": api_version, **event})
+
+
+def strip_objects(event: dict[str, Any]) -> dict[str, Any]:
+    """A copy without request/response objects, annotated as the truncate backend does."""
+    stripped = {k: v for k, v in event.items() if k not in ("requestObject", "responseObject")}
+    stripped["annotations"] = {**(event.get("annotations") or {}), TRUNCATED_ANNOTATION: "true"}
+    return stripped
+
+
+def dead_letter(raw: bytes, reason: str, cluster: str, limit: int) -> OutboundRecord:
+    """A record keeping ``raw`` (cut to ``limit`` bytes, said in a header) for inspection."""
+    headers = [("reason", reason.encode()), ("cluster", cluster.encode())]
+    if len(raw) > limit:
+        headers.append(("truncated-from-bytes", str(len(raw)).encode()))
+        raw = raw[:limit]
+    return OutboundRecord(DEAD_LETTER, raw, None, tuple(headers), None)
+
+
+def build_batch(
+    items: list[Any],
+    api_version: str,
+    cluster: str,
+    *,
+    fits: Callable[[bytes], bool],
+    dead_letter_limit: int,
+    transform: EventTransform | None = None,
+) -> Batch:
+    """Turn the items of one request into records: one per event, invalid items dead-lettered.
+
+    ``fits`` says whether an encoded value is within the broker's message limit; events that do
+    not fit lose their request/response objects rather than being dropped.
+    """
+    batch = Batch()
+    for item in items:
+        reason = invalid_reason(item)
+        if reason is not None:
+            batch.records.append(
+                dead_letter(orjson.dumps(item), reason, cluster, dead_letter_limit)
+            )
+            batch.dead_lettered += 1
+            continue
+        if transform is not None and transform(item):
+            batch.transformed += 1
+        version = item.get("apiVersion") if item.get("apiVersion") in API_VERSIONS else api_version
+        value = encode_event(item, version)
+        if not fits(value):
+            value = encode_event(strip_objects(item), version)
+            batch.truncated += 1
+        batch.records.append(
+            OutboundRecord(
+                EVENTS,
+                value,
+                item["auditID"].encode(),
+                tuple(event_headers(item, version, cluster)),
+                timestamp_ms(item["stageTimestamp"]),
+            )
+        )
+        batch.accepted += 1
+    return batch

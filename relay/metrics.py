@@ -1,0 +1,76 @@
+"""Prometheus metrics of the relay, and their exposition (one worker, or all workers' files)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class RelayMetrics:
+    """The relay's metrics, registered in their own registry (several relays may share a process).
+
+    With ``--workers N`` each worker writes its values to files in ``multiprocess_dir`` and any
+    worker's /metrics answers for all of them.
+    """
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir
+        registry = self.registry
+        self.requests = Counter(
+            "relay_requests",
+            "Webhook requests answered, by HTTP status code",
+            ["code"],
+            registry=registry,
+        )
+        self.events_accepted = Counter(
+            "relay_events_accepted", "Audit events acknowledged to the sender", registry=registry
+        )
+        self.events_dead_lettered = Counter(
+            "relay_events_dead_lettered", "Items sent to the dead-letter topic", registry=registry
+        )
+        self.events_truncated = Counter(
+            "relay_events_truncated",
+            "Events that lost request/response objects to fit the broker's message limit",
+            registry=registry,
+        )
+        self.events_redacted = Counter(
+            "relay_events_redacted", "Events whose secret values were redacted", registry=registry
+        )
+        self.request_bytes = Counter(
+            "relay_request_bytes", "Decoded request body bytes received", registry=registry
+        )
+        self.events_per_request = Histogram(
+            "relay_events_per_request",
+            "Events per webhook request",
+            buckets=(1, 10, 50, 100, 200, 400, 800, 2000),
+            registry=registry,
+        )
+        self.kafka_ack_seconds = Histogram(
+            "relay_kafka_ack_seconds",
+            "Time from first send to the last Kafka ack of a request",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "relay_requests_in_flight",
+            "Webhook requests being handled",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.kafka_connected = Gauge(
+            "relay_kafka_connected",
+            "1 when the producer is connected to Kafka",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
+
+    def exposition(self) -> bytes:
+        """The text format of every metric, over all workers when running several."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)

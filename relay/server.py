@@ -1,0 +1,50 @@
+"""Running one relay worker: the producer, the HTTP server, and the order they stop in."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from relay.app import Lifecycle, build_app
+from relay.metrics import RelayMetrics
+from relay.publisher import KafkaPublisher
+from relay.settings import RelaySettings
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: RelaySettings, stop: asyncio.Event, *, reuse_port: bool = False) -> None:
+    """Serve until ``stop`` is set, then shut down without losing an acknowledged event.
+
+    Called by ``relay.__main__`` in each worker. Shutdown order: readyz turns false and the
+    listening socket closes; requests in flight get ``shutdown_grace`` seconds to finish (each
+    answers only after Kafka's acks); then the producer flushes and closes.
+    """
+    metrics = RelayMetrics(settings.metrics_dir)
+    lifecycle = Lifecycle()
+    async with KafkaPublisher(settings.publisher) as publisher:
+        app = build_app(settings, publisher, metrics, lifecycle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace)
+        await runner.setup()
+        site = web.TCPSite(
+            runner, settings.listen_host, settings.listen_port, reuse_port=reuse_port, backlog=1024
+        )
+        await site.start()
+        log.info(
+            "listening on http://%s:%d%s, publishing to topic %s at %s",
+            settings.listen_host,
+            settings.listen_port,
+            settings.path,
+            settings.publisher.topic,
+            settings.publisher.connection.bootstrap,
+        )
+        await stop.wait()
+        lifecycle.shutting_down = True
+        log.info(
+            "draining: no new connections, up to %.0fs for requests in flight",
+            settings.shutdown_grace,
+        )
+        await runner.cleanup()
+    log.info("stopped")

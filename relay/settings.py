@@ -1,0 +1,154 @@
+"""The relay's settings: one frozen dataclass, built in one place from flags and environment."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from relay.errors import ConfigError
+from relay.kafka_connection import add_kafka_arguments, kafka_connection_from_args
+from relay.options import EnvArgumentParser, host_port, positive_float, positive_int
+from relay.publisher import PublisherSettings
+
+ENV_PREFIX = "AUDIT_RELAY"
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """Everything one relay process (or each of its workers) runs with."""
+
+    publisher: PublisherSettings
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 8080
+    path: str = "/api/audits"
+    cluster: str = "default"
+    workers: int = 1
+    insecure: bool = False
+    max_body_bytes: int = 64 << 20
+    shutdown_grace: float = 20.0
+    # Set by __main__ when several workers share metrics files.
+    metrics_dir: str | None = field(default=None)
+
+
+def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
+    parser = EnvArgumentParser(
+        prog="audit-relay",
+        description=(
+            "Receive kube-apiserver audit webhook batches and publish one Kafka message per "
+            "event. Answers 200 only once Kafka acknowledged every event of the request; "
+            "503 with Retry-After when it cannot, so the apiserver retries."
+        ),
+        env_prefix=ENV_PREFIX,
+        environ=environ,
+    )
+    add = parser.add_option
+    add("--listen", type=host_port, default="0.0.0.0:8080", help="HOST:PORT to serve on")
+    add("--path", default="/api/audits", help="URL path of the webhook (any query is accepted)")
+    add("--topic", default="k8s-audit", help="Kafka topic for audit events")
+    add(
+        "--dead-letter-topic",
+        default="k8s-audit.dead-letter",
+        help="Kafka topic for bodies and items that are not audit events",
+    )
+    add(
+        "--partitions",
+        type=positive_int,
+        default=12,
+        help="partitions of the topics when the relay creates them",
+    )
+    add(
+        "--replication-factor",
+        type=positive_int,
+        default=1,
+        help="replication factor of the topics when the relay creates them (3 in production)",
+    )
+    add("--cluster", default="default", help="cluster name put in each event's 'cluster' header")
+    add(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="worker processes sharing the port (SO_REUSEPORT); one per core",
+    )
+    add(
+        "--ack-timeout",
+        type=positive_float,
+        default=10.0,
+        help="seconds to wait for Kafka's acks before answering 503 (the apiserver waits 30)",
+    )
+    add(
+        "--max-body-bytes",
+        type=positive_int,
+        default=64 << 20,
+        help="largest decoded request body; larger ones get 413",
+    )
+    add(
+        "--max-message-bytes",
+        type=positive_int,
+        default=1048576,
+        help="the broker's message limit; larger events lose request/response objects",
+    )
+    add(
+        "--compression",
+        choices=("lz4", "zstd", "gzip", "none"),
+        default="lz4",
+        help="Kafka compression codec",
+    )
+    add(
+        "--shutdown-grace",
+        type=positive_float,
+        default=20.0,
+        help="seconds requests in flight get to finish on SIGTERM",
+    )
+    add(
+        "--insecure",
+        action="store_true",
+        help="serve plain HTTP without client authentication (required until TLS is set up)",
+    )
+    add(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level",
+    )
+    add_kafka_arguments(parser)
+    return parser
+
+
+def build_settings(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[RelaySettings, str]:
+    """Parse flags (falling back to ``AUDIT_RELAY_*`` variables); return settings and log level.
+
+    Exits with status 2 and a usage message on a malformed flag; raises ConfigError for
+    combinations that are wrong or files that cannot be read.
+    """
+    args: argparse.Namespace = build_parser(environ).parse_args(argv)
+    if not args.path.startswith("/"):
+        raise ConfigError(f"--path must start with '/', got {args.path!r}")
+    if not args.insecure:
+        raise ConfigError(
+            "refusing to serve audit events without TLS and client authentication; "
+            "pass --insecure to serve plain HTTP without authentication"
+        )
+    publisher = PublisherSettings(
+        connection=kafka_connection_from_args(args),
+        topic=args.topic,
+        dead_letter_topic=args.dead_letter_topic,
+        partitions=args.partitions,
+        replication_factor=args.replication_factor,
+        compression=args.compression,
+        ack_timeout=args.ack_timeout,
+        max_message_bytes=args.max_message_bytes,
+    )
+    host, port = args.listen
+    settings = RelaySettings(
+        publisher=publisher,
+        listen_host=host,
+        listen_port=port,
+        path=args.path.rstrip("/") or "/",
+        cluster=args.cluster,
+        workers=args.workers,
+        insecure=args.insecure,
+        max_body_bytes=args.max_body_bytes,
+        shutdown_grace=args.shutdown_grace,
+    )
+    return settings, args.log_level
