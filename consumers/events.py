@@ -1,0 +1,163 @@
+"""Audit events as consumers see them: decoded from Kafka messages, with typed field access.
+
+Filters and the CSV sink read fields through the properties of ``ConsumedEvent`` so that every
+consumer agrees on where a field lives in the event (``user.username``, ``objectRef.resource``...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from relay.errors import BadRequest
+
+DECISION_ANNOTATION = "authorization.k8s.io/decision"
+REASON_ANNOTATION = "authorization.k8s.io/reason"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedEvent:
+    """One audit event decoded from one Kafka message; what filters and sinks receive.
+
+    ``data`` is the event object (an audit.log line: ``kind``, ``apiVersion`` and the fields as
+    the apiserver sent them); ``raw`` is the message value exactly as consumed; ``cluster`` is
+    the relay's ``cluster`` header, None when absent.
+    """
+
+    data: Mapping[str, Any]
+    raw: bytes
+    cluster: str | None
+    topic: str
+    partition: int
+    offset: int
+
+    def _text(self, *path: str) -> str | None:
+        value: Any = self.data
+        for key in path:
+            if not isinstance(value, Mapping):
+                return None
+            value = value.get(key)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        return None
+
+    def _texts(self, *path: str) -> tuple[str, ...]:
+        value: Any = self.data
+        for key in path:
+            if not isinstance(value, Mapping):
+                return ()
+            value = value.get(key)
+        if not isinstance(value, list):
+            return ()
+        return tuple(item for item in value if isinstance(item, str))
+
+    @property
+    def audit_id(self) -> str:
+        return str(self.data["auditID"])
+
+    @property
+    def stage(self) -> str | None:
+        return self._text("stage")
+
+    @property
+    def stage_timestamp(self) -> str | None:
+        return self._text("stageTimestamp")
+
+    @property
+    def request_received_timestamp(self) -> str | None:
+        return self._text("requestReceivedTimestamp")
+
+    @property
+    def level(self) -> str | None:
+        return self._text("level")
+
+    @property
+    def verb(self) -> str | None:
+        return self._text("verb")
+
+    @property
+    def request_uri(self) -> str | None:
+        return self._text("requestURI")
+
+    @property
+    def user_agent(self) -> str | None:
+        return self._text("userAgent")
+
+    @property
+    def username(self) -> str | None:
+        return self._text("user", "username")
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return self._texts("user", "groups")
+
+    @property
+    def impersonated_user(self) -> str | None:
+        return self._text("impersonatedUser", "username")
+
+    @property
+    def source_ips(self) -> tuple[str, ...]:
+        return self._texts("sourceIPs")
+
+    @property
+    def resource(self) -> str | None:
+        return self._text("objectRef", "resource")
+
+    @property
+    def subresource(self) -> str | None:
+        return self._text("objectRef", "subresource")
+
+    @property
+    def name(self) -> str | None:
+        return self._text("objectRef", "name")
+
+    @property
+    def namespace(self) -> str | None:
+        return self._text("objectRef", "namespace")
+
+    @property
+    def response_code(self) -> str | None:
+        return self._text("responseStatus", "code")
+
+    @property
+    def decision(self) -> str | None:
+        return self._text("annotations", DECISION_ANNOTATION)
+
+    @property
+    def reason(self) -> str | None:
+        return self._text("annotations", REASON_ANNOTATION)
+
+
+def decode(
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]],
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> ConsumedEvent:
+    """Decode one message of the relay's topic.
+
+    Called by the runner for every consumed message. Raises BadRequest, with a reason fit for
+    the dead-letter header, when the value is not a JSON object with a string auditID.
+    """
+    if value is None:
+        raise BadRequest("message has no value")
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"value is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest(f"value is a JSON {type(data).__name__}, not an object")
+    if not isinstance(data.get("auditID"), str):
+        raise BadRequest("missing or non-string field 'auditID'")
+    cluster = None
+    for key, header in headers:
+        if key == "cluster":
+            cluster = header.decode("utf-8", errors="replace")
+    return ConsumedEvent(data, value, cluster, topic, partition, offset)

@@ -1,0 +1,18 @@
+"""The sinks audit-consumer can write to, by the name given to ``--sink``.
+
+The contract is ``consumers.sinks.base.Sink``; to add a sink, add one module with a ``Sink``
+subclass and one line below.
+"""
+
+from __future__ import annotations
+
+from consumers.sinks.base import Sink
+from consumers.sinks.csv_log import CsvLogSink
+from consumers.sinks.jsonl import JsonLinesSink
+
+SINKS: dict[str, type[Sink]] = {
+    "csv": CsvLogSink,
+    "jsonl": JsonLinesSink,
+}
+
+__all__ = ["SINKS", "Sink"]

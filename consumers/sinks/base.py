@@ -1,0 +1,85 @@
+"""The contract every sink implements; ``consumers.sinks.SINKS`` lists them by name.
+
+Adding a sink means adding one module here with one ``Sink`` subclass, and one line in
+``SINKS``. The runner owns everything else: decoding, filters, duplicate suppression, retries,
+offset commits, metrics.
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+from collections.abc import Sequence
+from types import TracebackType
+from typing import ClassVar, Self
+
+from consumers.events import ConsumedEvent
+from relay.options import EnvArgumentParser
+
+
+class Sink(abc.ABC):
+    """Where one consumer group writes audit events; one instance per consumer process.
+
+    Who calls what, and when (``consumers.runner.Runner``, one call at a time, never
+    concurrently):
+
+    - ``open()`` once, before the first ``write``; connects or opens files.
+    - ``write(events)`` with each batch of events that passed the filters, in offset order per
+      partition; it may buffer.
+    - ``flush()`` after each ``write``: when it returns, everything written so far is durable
+      (fsynced, committed to the database, acknowledged by the server). Only then does the
+      runner commit the batch's Kafka offsets.
+    - ``close()`` once at shutdown, after the last ``flush``; also after a failed ``open``.
+      ``open`` and ``close`` are idempotent; ``async with sink:`` opens and closes.
+
+    Failures: ``open``, ``write`` and ``flush`` raise ``relay.errors.SinkError`` (translate
+    foreign exceptions with ``raise SinkError(...) from exc``). The runner then retries the
+    same batch, ``write`` then ``flush``, with exponential backoff until it succeeds; it never
+    skips a batch. A retry may deliver events the sink already has: delivery is at least once,
+    so a sink that can be idempotent (a unique key) should be. Reconnecting after a failure is
+    the sink's job, inside ``write``/``flush``.
+
+    Options: ``add_arguments`` declares the sink's own flags on the program's parser, named
+    after the sink (``--csv-columns``, ``--postgres-dsn``); each gets an ``AUDIT_CONSUMER_*``
+    environment variable. ``--output`` is shared by the sinks that write a stream. ``from_args``
+    builds the sink from the parsed flags without doing I/O, and raises ``ConfigError``.
+    """
+
+    name: ClassVar[str]
+
+    @classmethod  # noqa: B027 - an optional hook: a sink without flags of its own inherits it
+    def add_arguments(cls, parser: EnvArgumentParser) -> None:
+        """Declare this sink's flags with ``parser.add_option``; called once per program start."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_args(cls, args: argparse.Namespace) -> Self:
+        """Build the sink from parsed flags (no I/O yet); raises ConfigError on a bad value."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Get ready to write. Raises SinkError (retried by the runner) or ConfigError."""
+
+    @abc.abstractmethod
+    async def write(self, events: Sequence[ConsumedEvent]) -> None:
+        """Write (or buffer) one batch; ``events`` is never empty. Raises SinkError."""
+
+    @abc.abstractmethod
+    async def flush(self) -> None:
+        """Make everything written durable before offsets are committed. Raises SinkError."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release files and connections; never raises for a sink that was not opened."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
