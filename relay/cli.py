@@ -1,4 +1,9 @@
-"""``audit-relay``: parse settings, configure logging, handle signals, run the workers."""
+"""``audit-relay``: parse settings, configure logging, handle signals, run the workers.
+
+The entry point (``python -m relay`` runs it); the only module that touches signals or
+``os.environ``. It is a module of its own, not ``__main__``, so that worker processes
+(multiprocessing's spawn) can import their target function by name.
+"""
 
 from __future__ import annotations
 
@@ -105,7 +110,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.workers == 1:
         return run_worker(settings, level, reuse_port=False)
     return supervise(settings, level)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -66,6 +66,49 @@ class RelayMetrics:
             multiprocess_mode="livemin",
             registry=registry,
         )
+        self._add_spool_metrics(registry)
+
+    def _add_spool_metrics(self, registry: CollectorRegistry) -> None:
+        """Set by ``relay.delivery`` (and the in-flight limit of ``relay.backpressure``)."""
+        self.kafka_up = Gauge(
+            "relay_kafka_up",
+            "0 while Kafka fails to acknowledge and requests go to the spool",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
+        self.kafka_up.set(1)
+        self.events_spooled = Counter(
+            "relay_events_spooled", "Records written to the disk spool", registry=registry
+        )
+        self.spool_replayed = Counter(
+            "relay_spool_replayed_events", "Spooled records replayed into Kafka", registry=registry
+        )
+        self.spool_bytes = Gauge(
+            "relay_spool_bytes", "Bytes held by the disk spool", multiprocess_mode="livesum",
+            registry=registry,
+        )  # fmt: skip
+        self.spool_events = Gauge(
+            "relay_spool_events", "Records waiting in the disk spool", multiprocess_mode="livesum",
+            registry=registry,
+        )  # fmt: skip
+        self.spool_oldest_age = Gauge(
+            "relay_spool_oldest_age_seconds",
+            "Age of the oldest record waiting in the disk spool",
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self.spool_replay_rate = Gauge(
+            "relay_spool_replay_rate",
+            "Spooled records replayed per second, over the last 10 s",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.bytes_in_flight = Gauge(
+            "relay_request_bytes_in_flight",
+            "Request bytes held by webhook requests being handled",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
 
     def exposition(self) -> bytes:
         """The text format of every metric, over all workers when running several."""

@@ -52,14 +52,16 @@ class KafkaPublisher:
     called by the request handler for the records of one request.
     """
 
-    def __init__(self, settings: PublisherSettings) -> None:
+    def __init__(
+        self, settings: PublisherSettings, ack_observer: Callable[[float], None] | None = None
+    ) -> None:
         self.settings = settings
         self._topics = {EVENTS: settings.topic, DEAD_LETTER: settings.dead_letter_topic}
         self._producer: AIOKafkaProducer | None = None
         self._connect_task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._compress = _COMPRESSORS.get(settings.compression)
-        self.ack_observer: Callable[[float], None] | None = None
+        self._ack_observer = ack_observer
 
     @property
     def connected(self) -> bool:
@@ -185,5 +187,5 @@ class KafkaPublisher:
         for future in futures:
             if future.exception() is not None:
                 raise KafkaUnavailable(f"Kafka error: {future.exception()}") from future.exception()
-        if self.ack_observer is not None:
-            self.ack_observer(time.monotonic() - started)
+        if self._ack_observer is not None:
+            self._ack_observer(time.monotonic() - started)

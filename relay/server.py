@@ -24,7 +24,7 @@ async def serve(settings: RelaySettings, stop: asyncio.Event, *, reuse_port: boo
     """
     metrics = RelayMetrics(settings.metrics_dir)
     lifecycle = Lifecycle()
-    async with KafkaPublisher(settings.publisher) as publisher:
+    async with KafkaPublisher(settings.publisher, metrics.kafka_ack_seconds.observe) as publisher:
         app = build_app(settings, publisher, metrics, lifecycle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace)
         await runner.setup()

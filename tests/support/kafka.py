@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -11,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,7 +30,14 @@ class LocalBroker:
 
     def _run(self, command: str) -> None:
         subprocess.run(
-            [str(KAFKA_SCRIPT), command, "--port", str(self.port), "--state-dir", str(self.state_dir)],
+            [
+                str(KAFKA_SCRIPT),
+                command,
+                "--port",
+                str(self.port),
+                "--state-dir",
+                str(self.state_dir),
+            ],
             check=True,
             timeout=180,
             stdout=subprocess.DEVNULL,
@@ -92,7 +98,9 @@ async def read_topic(
         while len(records) < count:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"{topic}: {len(records)} of {count} records within {timeout}s")
+                raise AssertionError(
+                    f"{topic}: {len(records)} of {count} records within {timeout}s"
+                )
             batches = await consumer.getmany(timeout_ms=int(min(remaining, 1.0) * 1000))
             for batch in batches.values():
                 records.extend(batch)
@@ -106,20 +114,20 @@ async def read_topic(
 
 
 async def topic_size(bootstrap: str, topic: str) -> int:
-    """Total records in ``topic`` (sum of end offsets minus start offsets)."""
+    """Total records in ``topic`` (sum of end offsets minus start offsets); 0 when it is missing."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            return 0
+        [description] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    tps = [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
+    assert tps, f"{topic} has no partitions"
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        for _ in range(50):
-            if partitions:
-                break
-            await consumer.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-            await asyncio.sleep(0.1)
-        from aiokafka import TopicPartition
-
-        tps = [TopicPartition(topic, p) for p in partitions or ()]
         ends = await consumer.end_offsets(tps)
         starts = await consumer.beginning_offsets(tps)
         return sum(ends[tp] - starts[tp] for tp in tps)

@@ -1,0 +1,110 @@
+"""Pure logic of turning posted JSON into Kafka records."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from relay.errors import BadRequest
+from relay.events import (
+    build_batch,
+    encode_event,
+    event_headers,
+    invalid_reason,
+    items_of,
+    timestamp_ms,
+)
+from relay.records import DEAD_LETTER, EVENTS
+from tests.support.corpus import corpus_events
+
+
+def test_items_of_event_list_single_event_and_legacy_version() -> None:
+    event = corpus_events()[0]
+    assert items_of(
+        {"kind": "EventList", "apiVersion": "audit.k8s.io/v1beta1", "items": [event]}
+    ) == (
+        [event],
+        "audit.k8s.io/v1beta1",
+    )
+    assert items_of({"kind": "EventList", "items": None}) == ([], "audit.k8s.io/v1")
+    assert items_of(event)[0] == [event]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        [],
+        "x",
+        {"kind": "Pod"},
+        {"kind": "EventList", "apiVersion": "v1", "items": []},
+        {"kind": "EventList", "items": 3},
+    ],
+)
+def test_items_of_refuses_what_is_not_an_audit_document(document: object) -> None:
+    with pytest.raises(BadRequest):
+        items_of(document)
+
+
+def test_invalid_reason_names_the_problem() -> None:
+    event = corpus_events()[0]
+    assert invalid_reason(event) is None
+    assert "object" in invalid_reason(3)
+    assert "'verb'" in invalid_reason({**event, "verb": None})
+    assert "'user'" in invalid_reason({**event, "user": "bob"})
+    assert "stageTimestamp" in invalid_reason({**event, "stageTimestamp": "soon"})
+
+
+def test_timestamp_parses_microseconds_and_naive_times_as_utc() -> None:
+    assert timestamp_ms("2019-02-06T14:45:25.277756Z") == 1549464325277
+    assert timestamp_ms("2019-02-06T14:45:25") == 1549464325000
+
+
+def test_encoded_event_puts_kind_and_api_version_first_and_keeps_the_rest() -> None:
+    event = {"level": "Metadata", "kind": "Event", "auditID": "a"}
+    value = orjson.loads(encode_event(event, "audit.k8s.io/v1"))
+    assert list(value) == ["kind", "apiVersion", "level", "auditID"]
+
+
+def test_headers_skip_missing_fields() -> None:
+    headers = dict(
+        event_headers({"verb": "get", "stage": "ResponseComplete"}, "audit.k8s.io/v1", "c1")
+    )
+    assert headers == {
+        "cluster": b"c1",
+        "apiVersion": b"audit.k8s.io/v1",
+        "verb": b"get",
+        "stage": b"ResponseComplete",
+    }
+
+
+def test_batch_truncates_what_does_not_fit_and_dead_letters_invalid_items() -> None:
+    events = corpus_events()[:2]
+    big = {**events[0], "requestObject": {"x": "y" * 5000}}
+    batch = build_batch(
+        [big, {"kind": 0}, events[1]],
+        "audit.k8s.io/v1",
+        "c",
+        fits=lambda value: len(value) < 4000,
+        dead_letter_limit=100,
+    )
+    assert (batch.accepted, batch.dead_lettered, batch.truncated) == (2, 1, 1)
+    assert [record.topic for record in batch.records] == [EVENTS, DEAD_LETTER, EVENTS]
+    first = orjson.loads(batch.records[0].value)
+    assert "requestObject" not in first and first["annotations"]["audit.k8s.io/truncated"] == "true"
+    assert batch.records[0].key == events[0]["auditID"].encode()
+
+
+def test_transform_is_applied_and_counted() -> None:
+    def drop_user(event: dict) -> bool:
+        return event.pop("user", None) is not None
+
+    batch = build_batch(
+        corpus_events()[:3],
+        "audit.k8s.io/v1",
+        "c",
+        fits=lambda v: True,
+        dead_letter_limit=10,
+        transform=drop_user,
+    )
+    assert batch.transformed == 3
+    assert all("user" not in orjson.loads(record.value) for record in batch.records)

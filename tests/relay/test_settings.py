@@ -1,0 +1,77 @@
+"""Flags, environment variables and their errors, through the real entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from relay.errors import ConfigError
+from relay.settings import build_settings
+
+
+def test_insecure_is_required_until_tls_is_configured() -> None:
+    with pytest.raises(ConfigError, match="--insecure"):
+        build_settings([], {})
+
+
+def test_environment_fills_flags_and_flags_win() -> None:
+    settings, level = build_settings(
+        ["--insecure", "--topic", "from-flag"],
+        {
+            "AUDIT_RELAY_TOPIC": "from-env",
+            "AUDIT_RELAY_CLUSTER": "c9",
+            "AUDIT_RELAY_WORKERS": "3",
+            "AUDIT_RELAY_LOG_LEVEL": "DEBUG",
+        },
+    )
+    assert settings.publisher.topic == "from-flag"
+    assert settings.cluster == "c9"
+    assert settings.workers == 3
+    assert level == "DEBUG"
+
+
+def test_listen_parses_host_and_port() -> None:
+    settings, _ = build_settings(["--insecure", "--listen", "127.0.0.1:9000"], {})
+    assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 9000)
+
+
+def run_relay(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay", *args], capture_output=True, text=True, timeout=30
+    )
+
+
+def test_help_lists_every_flag_with_its_environment_variable() -> None:
+    result = run_relay("--help")
+    assert result.returncode == 0
+    for flag in (
+        "--listen",
+        "--path",
+        "--kafka-bootstrap",
+        "--topic",
+        "--dead-letter-topic",
+        "--cluster",
+        "--workers",
+        "--insecure",
+    ):
+        assert flag in result.stdout
+    assert "AUDIT_RELAY_KAFKA_BOOTSTRAP" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--insecure", "--workers", "0"], "must be at least 1"),
+        (["--insecure", "--listen", "nowhere"], "HOST:PORT"),
+        (["--insecure", "--path", "api"], "--path must start with '/'"),
+        ([], "--insecure"),
+        (["--insecure", "--kafka-sasl-mechanism", "PLAIN"], "--kafka-sasl-username"),
+    ],
+)
+def test_mistakes_exit_non_zero_with_a_message(args: list[str], message: str) -> None:
+    result = run_relay(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
