@@ -27,6 +27,8 @@ from relay.options import EnvArgumentParser
 log = logging.getLogger(__name__)
 
 MIN_TOKEN_LENGTH = 16
+# The cluster the authenticated client posts for: ``request[CLUSTER]`` in every handler.
+CLUSTER = web.RequestKey("cluster", str)
 _CLUSTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 _TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces, as HTTP headers carry
 
@@ -227,7 +229,7 @@ def auth_middleware(
     public_paths: Iterable[str],
     on_failure: Callable[[str], None] = lambda reason: None,
 ) -> Middleware:
-    """An aiohttp middleware that sets ``request["cluster"]`` or answers 401.
+    """An aiohttp middleware that sets ``request[CLUSTER]`` or answers 401.
 
     ``public_paths`` (health and metrics) are served to anyone. ``on_failure`` gets the reason
     of each refusal (for a metric); the client only ever gets ``{"error": "unauthorized"}``.
@@ -239,7 +241,7 @@ def auth_middleware(
         if request.path in public:
             return await handler(request)
         try:
-            request["cluster"] = authenticator.authenticate(request)
+            request[CLUSTER] = authenticator.authenticate(request)
         except Unauthorized as exc:
             on_failure(str(exc))
             log.debug("refused %s from %s: %s", request.path, request.remote, exc)
