@@ -153,7 +153,9 @@ def build_app(
         return web.json_response({"status": "alive"})
 
     async def readyz(request: web.Request) -> web.Response:
-        ready = publisher.connected and not lifecycle.shutting_down
+        # With a spool the relay accepts while Kafka is down: still ready.
+        accepting = publisher.connected or settings.delivery.spool_dir is not None
+        ready = accepting and not lifecycle.shutting_down
         metrics.kafka_connected.set(1 if publisher.connected else 0)
         body = {"ready": ready, "kafka": publisher.connected, "draining": lifecycle.shutting_down}
         return web.json_response(body, status=200 if ready else 503)

@@ -46,7 +46,11 @@ def run_worker(settings: RelaySettings, level: str, reuse_port: bool) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop, reuse_port=reuse_port)
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except ConfigError as exc:  # found only when the worker starts, e.g. an unusable --spool-dir
+        print(f"audit-relay: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -37,7 +37,7 @@ _STATUS_LOG_INTERVAL_S = 30.0
 
 @dataclass(frozen=True)
 class DeliverySettings:
-    """Spool and memory bounds; built by ``relay.settings`` (no spool when ``spool_dir`` is None)."""
+    """Spool and memory bounds, built by ``relay.settings``; no spool when ``spool_dir`` is None."""
 
     spool_dir: str | None = None
     spool_max_bytes: int = 1 << 30

@@ -84,13 +84,17 @@ class RelayMetrics:
             "relay_spool_replayed_events", "Spooled records replayed into Kafka", registry=registry
         )
         self.spool_bytes = Gauge(
-            "relay_spool_bytes", "Bytes held by the disk spool", multiprocess_mode="livesum",
+            "relay_spool_bytes",
+            "Bytes held by the disk spool",
+            multiprocess_mode="livesum",
             registry=registry,
-        )  # fmt: skip
+        )
         self.spool_events = Gauge(
-            "relay_spool_events", "Records waiting in the disk spool", multiprocess_mode="livesum",
+            "relay_spool_events",
+            "Records waiting in the disk spool",
+            multiprocess_mode="livesum",
             registry=registry,
-        )  # fmt: skip
+        )
         self.spool_oldest_age = Gauge(
             "relay_spool_oldest_age_seconds",
             "Age of the oldest record waiting in the disk spool",

@@ -8,6 +8,8 @@ import logging
 from aiohttp import web
 
 from relay.app import Lifecycle, build_app
+from relay.backpressure import inflight_limit
+from relay.delivery import Delivery
 from relay.metrics import RelayMetrics
 from relay.publisher import KafkaPublisher
 from relay.settings import RelaySettings
@@ -20,12 +22,21 @@ async def serve(settings: RelaySettings, stop: asyncio.Event, *, reuse_port: boo
 
     Called by ``relay.__main__`` in each worker. Shutdown order: readyz turns false and the
     listening socket closes; requests in flight get ``shutdown_grace`` seconds to finish (each
-    answers only after Kafka's acks); then the producer flushes and closes.
+    answers only after Kafka's acks or the spool's fsync); then the spool closes, and the
+    producer flushes and closes.
     """
     metrics = RelayMetrics(settings.metrics_dir)
     lifecycle = Lifecycle()
-    async with KafkaPublisher(settings.publisher, metrics.kafka_ack_seconds.observe) as publisher:
-        app = build_app(settings, publisher, metrics, lifecycle)
+    async with (
+        KafkaPublisher(settings.publisher, metrics.kafka_ack_seconds.observe) as publisher,
+        Delivery(settings.delivery, publisher.publish, metrics) as delivery,
+    ):
+        limit = inflight_limit(
+            settings.delivery.max_inflight_bytes, settings.path, settings.max_body_bytes, metrics
+        )
+        app = build_app(
+            settings, publisher, metrics, lifecycle, deliver=delivery.deliver, middlewares=[limit]
+        )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace)
         await runner.setup()
         site = web.TCPSite(

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from relay.delivery import DeliverySettings
 from relay.errors import ConfigError
 from relay.kafka_connection import add_kafka_arguments, kafka_connection_from_args
 from relay.options import EnvArgumentParser, host_port, positive_float, positive_int
@@ -27,6 +28,7 @@ class RelaySettings:
     insecure: bool = False
     max_body_bytes: int = 64 << 20
     shutdown_grace: float = 20.0
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
     # Set by __main__ when several workers share metrics files.
     metrics_dir: str | None = field(default=None)
 
@@ -111,6 +113,25 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="log level",
     )
+    add(
+        "--spool-dir",
+        help=(
+            "directory of the disk spool: when Kafka fails, events are fsynced here and "
+            "acknowledged, then replayed (one subdirectory per worker); unset: answer 503"
+        ),
+    )
+    add(
+        "--spool-max-bytes",
+        type=positive_int,
+        default=1 << 30,
+        help="bytes each worker's spool may hold; beyond it, 503 with Retry-After",
+    )
+    add(
+        "--max-inflight-bytes",
+        type=positive_int,
+        default=128 << 20,
+        help="request bytes a worker holds at once; beyond it, 503 with Retry-After",
+    )
     add_kafka_arguments(parser)
     return parser
 
@@ -150,5 +171,10 @@ def build_settings(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Rel
         insecure=args.insecure,
         max_body_bytes=args.max_body_bytes,
         shutdown_grace=args.shutdown_grace,
+        delivery=DeliverySettings(
+            spool_dir=args.spool_dir or None,
+            spool_max_bytes=args.spool_max_bytes,
+            max_inflight_bytes=args.max_inflight_bytes,
+        ),
     )
     return settings, args.log_level
