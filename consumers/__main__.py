@@ -1,0 +1,72 @@
+"""``audit-consumer``: parse settings, configure logging, handle signals, run the consumer.
+
+The main form is ``audit-consumer --sink NAME [flags]``. Subcommands (such as a later
+``audit-consumer query``) are dispatched on the first argument before the consumer's flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from consumers.metrics import ConsumerMetrics, MetricsServer
+from consumers.runner import Runner
+from consumers.settings import ConsumerSettings, build_settings
+from consumers.sinks import Sink
+from relay.errors import ConfigError, KafkaUnavailable
+
+log = logging.getLogger("consumers")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+async def consume(settings: ConsumerSettings, sink: Sink) -> int:
+    """Run until SIGTERM/SIGINT; 0 after a clean drain, 1 when a batch was left uncommitted."""
+    metrics = ConsumerMetrics()
+    runner = Runner(settings, sink, metrics)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runner.stop)
+    server = None
+    if settings.metrics_listen is not None:
+        server = MetricsServer(metrics, *settings.metrics_listen)
+        await server.start()
+    try:
+        return 0 if await runner.run() else 1
+    finally:
+        if server is not None:
+            await server.stop()
+
+
+def run_consumer(argv: Sequence[str]) -> int:
+    try:
+        settings, sink, level = build_settings(argv, os.environ)
+    except ConfigError as exc:
+        print(f"audit-consumer: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(level)
+    try:
+        return asyncio.run(consume(settings, sink))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    except KafkaUnavailable as exc:
+        log.error("%s", exc)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_consumer(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

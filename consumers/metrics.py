@@ -1,0 +1,120 @@
+"""Prometheus metrics of a consumer, and the small HTTP server for /metrics and /healthz."""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Self
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from relay.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ConsumerMetrics:
+    """A consumer's metrics, in their own registry (tests run several consumers in a process)."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.consumed = Counter(
+            "audit_consumer_events_consumed", "Kafka messages consumed", registry=registry
+        )
+        self.written = Counter(
+            "audit_consumer_events_written",
+            "Events written and flushed by the sink",
+            registry=registry,
+        )
+        self.filtered = Counter(
+            "audit_consumer_events_filtered",
+            "Events dropped by --include/--exclude",
+            registry=registry,
+        )
+        self.deduplicated = Counter(
+            "audit_consumer_events_deduplicated",
+            "Repeats dropped by --dedupe-window",
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "audit_consumer_events_dead_lettered",
+            "Undecodable messages sent to the dead-letter topic",
+            registry=registry,
+        )
+        self.failures = Counter(
+            "audit_consumer_failures",
+            "Failed attempts, each retried: open (the sink), sink (write), dead-letter (send)",
+            ["operation"],
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "audit_consumer_lag",
+            "Messages between the last committed offset and the partition's end",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.write_seconds = Histogram(
+            "audit_consumer_sink_write_seconds",
+            "Time to write and flush one batch to the sink",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsServer:
+    """Serves ``GET /metrics`` and ``GET /healthz`` on ``--metrics-listen``.
+
+    Started and stopped by ``consumers.__main__`` around the runner; ``start``/``stop`` are
+    idempotent. ``start`` raises ConfigError when the address cannot be bound.
+    """
+
+    def __init__(self, metrics: ConsumerMetrics, host: str, port: int) -> None:
+        self.metrics = metrics
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(f"--metrics-listen {self.host}:{self.port}: {exc}") from exc
+        self._runner = runner
+        log.info("metrics on http://%s:%d/metrics", self.host, self.port)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()

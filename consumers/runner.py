@@ -1,0 +1,314 @@
+"""The consume loop: Kafka -> decode -> filter -> dedupe -> sink (write, flush) -> commit.
+
+Delivery is at least once: a batch's offsets are committed only after the sink's ``flush``
+returned, a failing sink is retried with backoff and never skipped, and a rebalance waits for
+the batch in hand to be written and committed before the partitions go to another replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
+
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from consumers.dedupe import Deduplicator
+from consumers.events import ConsumedEvent, decode
+from consumers.metrics import ConsumerMetrics
+from consumers.settings import ConsumerSettings
+from consumers.sinks import Sink
+from relay.errors import AuditRelayError, BadRequest, KafkaUnavailable
+
+log = logging.getLogger(__name__)
+
+# How long one poll waits for records; bounds how late a stop request is noticed.
+POLL_TIMEOUT_MS = 500
+
+Batches = dict[TopicPartition, list[ConsumerRecord]]
+
+
+class Runner:
+    """One member of the consumer group, writing to one sink until ``stop()``.
+
+    Created by ``consumers.__main__`` (or a test), which awaits ``run()`` and calls ``stop()``
+    on SIGTERM. ``run()`` returns True after a clean drain (the batch in hand written, flushed
+    and committed), False when stopped while a batch still failed (it is not committed, so it
+    will be consumed again). It raises KafkaUnavailable when Kafka cannot be reached at start
+    and ConfigError for unreadable TLS files; retriable errors of the sink are retried, never
+    raised, and any other error propagates without committing.
+    """
+
+    def __init__(self, settings: ConsumerSettings, sink: Sink, metrics: ConsumerMetrics) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.metrics = metrics
+        self._stopping = asyncio.Event()
+        # Held by a batch from decode to commit, and by revocation: partitions are let go only
+        # once the batch in hand is flushed and committed.
+        self._lock = asyncio.Lock()
+        self._dedupe = Deduplicator(settings.dedupe_window)
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+
+    def stop(self) -> None:
+        """Ask ``run()`` to finish the batch in hand and return; safe from a signal handler."""
+        self._stopping.set()
+
+    async def run(self) -> bool:
+        kafka = self.settings.kafka.client_kwargs()
+        session_ms = int(self.settings.session_timeout * 1000)
+        consumer = AIOKafkaConsumer(
+            group_id=self.settings.group,
+            client_id=self.settings.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset=self.settings.start_from,
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(100, session_ms // 3),
+            **kafka,
+        )
+        producer = AIOKafkaProducer(
+            client_id=self.settings.client_id, acks="all", enable_idempotence=True, **kafka
+        )
+        self._consumer = consumer
+        try:
+            if not await self._retry("open", "open the sink", self.sink.open):
+                return False
+            await self._start(consumer, producer)
+            clean = await self._consume(consumer, producer)
+            async with self._lock:
+                await self._commit()
+            return clean and not self._uncommitted
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            await self.sink.close()
+            log.info("stopped")
+
+    async def _start(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        try:
+            await consumer.start()
+            await producer.start()
+        except KafkaError as exc:
+            bootstrap = self.settings.kafka.bootstrap
+            raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+        consumer.subscribe([self.settings.topic], listener=_RebalanceListener(self))
+        log.info(
+            "consuming %s in group %s into the %s sink",
+            self.settings.topic,
+            self.settings.group,
+            self.settings.sink,
+        )
+
+    async def _consume(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> bool:
+        while not self._stopping.is_set():
+            batches: Batches = await consumer.getmany(
+                timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.max_batch
+            )
+            if batches and not await self._process(producer, batches):
+                return False
+            self._update_lag()
+        return True
+
+    async def _process(self, producer: AIOKafkaProducer, batches: Batches) -> bool:
+        """Write one fetched batch and commit it; False when stopped while it still failed."""
+        assert self._consumer is not None
+        async with self._lock:
+            # A rebalance between the fetch and the lock gave these partitions to another
+            # replica, which consumes them from the committed offsets.
+            assigned = self._consumer.assignment()
+            batches = {tp: records for tp, records in batches.items() if tp in assigned}
+            for tp, records in batches.items():
+                self._committed.setdefault(tp, records[0].offset)  # where this replica resumed
+            records = [record for tp_records in batches.values() for record in tp_records]
+            self.metrics.consumed.inc(len(records))
+            events, undecodable = _decode(records)
+            passed = [event for event in events if self.settings.event_filter.accepts(event)]
+            self.metrics.filtered.inc(len(events) - len(passed))
+            # Once per batch, not per attempt: a retried batch must not look like a repeat.
+            fresh = [event for event in passed if not self._dedupe.is_repeat(event)]
+            self.metrics.deduplicated.inc(len(passed) - len(fresh))
+            if undecodable:
+                send = partial(self._dead_letter, producer, undecodable)
+                if not await self._retry("dead-letter", "send to the dead-letter topic", send):
+                    return False
+            if fresh:
+                write = partial(self._write, fresh)
+                if not await self._retry("sink", "write to the sink", write):
+                    return False
+            for tp, tp_records in batches.items():
+                self._uncommitted[tp] = tp_records[-1].offset + 1
+            await self._commit()
+            return True
+
+    async def _write(self, events: Sequence[ConsumedEvent]) -> None:
+        started = time.monotonic()
+        await self.sink.write(events)
+        await self.sink.flush()
+        self.metrics.write_seconds.observe(time.monotonic() - started)
+        self.metrics.written.inc(len(events))
+
+    async def _dead_letter(
+        self, producer: AIOKafkaProducer, undecodable: Sequence[tuple[ConsumerRecord, str]]
+    ) -> None:
+        """Send each message as consumed, plus ``reason`` and where it came from, and await acks."""
+        try:
+            futures = []
+            for record, reason in undecodable:
+                headers = [
+                    *record.headers,
+                    ("reason", reason.encode()),
+                    ("source-topic", record.topic.encode()),
+                    ("source-partition", str(record.partition).encode()),
+                    ("source-offset", str(record.offset).encode()),
+                ]
+                futures.append(
+                    await producer.send(
+                        self.settings.dead_letter_topic,
+                        record.value,
+                        key=record.key,
+                        headers=headers,
+                        timestamp_ms=record.timestamp,
+                    )
+                )
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"dead-letter topic: {exc}") from exc
+        self.metrics.dead_lettered.inc(len(undecodable))
+        log.warning(
+            "sent %d undecodable messages to %s", len(undecodable), self.settings.dead_letter_topic
+        )
+
+    async def _retry(
+        self, operation: str, what: str, action: Callable[[], Awaitable[None]]
+    ) -> bool:
+        """Run ``action`` until it succeeds (True) or a stop request comes while it fails (False).
+
+        Retriable project errors are retried with exponential backoff; anything else
+        propagates, so the process exits without committing what failed.
+        """
+        delay = self.settings.retry_backoff
+        failures = 0
+        while True:
+            try:
+                await action()
+            except AuditRelayError as exc:
+                if not exc.retriable:
+                    raise
+                failures += 1
+                self.metrics.failures.labels(operation).inc()
+                log.warning(
+                    "cannot %s (failure %d, next try in %.1fs): %s", what, failures, delay, exc
+                )
+            else:
+                if failures:
+                    log.info("could %s after %d failures", what, failures)
+                return True
+            self._update_lag()
+            if await self._stop_requested_within(delay):
+                log.error(
+                    "stopping while unable to %s; the batch is not committed, it comes again",
+                    what,
+                )
+                return False
+            delay = min(delay * 2, self.settings.retry_backoff_max)
+
+    async def _stop_requested_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _commit(self) -> None:
+        """Commit the offsets of flushed batches; on a transient error, keep them for next time."""
+        assert self._consumer is not None
+        offsets = dict(self._uncommitted)
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group moved on: the partitions' new owner consumes from the last commit.
+            log.warning("offsets not committed, the group rebalanced: %s", exc)
+            self._uncommitted.clear()
+            return
+        except KafkaError as exc:
+            log.warning("cannot commit offsets now, trying again after the next batch: %s", exc)
+            return
+        self._committed.update(offsets)
+        for tp, offset in offsets.items():
+            if self._uncommitted.get(tp) == offset:
+                del self._uncommitted[tp]
+
+    def _update_lag(self) -> None:
+        assert self._consumer is not None
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            base = self._committed.get(tp)
+            if highwater is not None and base is not None:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(highwater - base)
+
+    async def on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        """Called by aiokafka before a rebalance: wait for the batch in hand, then commit."""
+        async with self._lock:
+            await self._commit()
+            for tp in revoked:
+                self._uncommitted.pop(tp, None)
+                if self._committed.pop(tp, None) is not None:
+                    self.metrics.lag.remove(tp.topic, str(tp.partition))
+        log.info("partitions revoked: %s", _describe(revoked))
+
+    def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", _describe(assigned))
+
+
+class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.runner.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.runner.on_assigned(assigned)
+
+
+def _describe(partitions: Iterable[TopicPartition]) -> str:
+    """``topic[0,3,5]``, or ``none``: one short log line however many partitions there are."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    described = [f"{topic}[{','.join(map(str, sorted(ps)))}]" for topic, ps in by_topic.items()]
+    return " ".join(sorted(described)) or "none"
+
+
+def _decode(
+    records: Iterable[ConsumerRecord],
+) -> tuple[list[ConsumedEvent], list[tuple[ConsumerRecord, str]]]:
+    events: list[ConsumedEvent] = []
+    undecodable: list[tuple[ConsumerRecord, str]] = []
+    for record in records:
+        try:
+            event = decode(
+                record.value,
+                record.headers,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+        except BadRequest as exc:
+            undecodable.append((record, str(exc)))
+        else:
+            events.append(event)
+    return events, undecodable

@@ -1,0 +1,83 @@
+"""Kafka messages as the relay publishes them, built from corpus events, for consumer tests."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from relay.events import DEFAULT_API_VERSION, encode_event, event_headers, timestamp_ms
+from tests.support.corpus import corpus_events
+
+
+def with_fresh_ids(count: int) -> list[dict[str, Any]]:
+    """``count`` corpus events (cycled), each with its own new auditID."""
+    corpus = corpus_events()
+    events = []
+    for index in range(count):
+        event = copy.deepcopy(corpus[index % len(corpus)])
+        event["auditID"] = str(uuid.uuid4())
+        events.append(event)
+    return events
+
+
+async def produce_events(
+    bootstrap: str, topic: str, events: Sequence[dict[str, Any]], *, cluster: str = "default"
+) -> None:
+    """Publish each event as the relay would: value, key, headers, timestamp; await the acks."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        futures = []
+        for event in events:
+            api_version = event.get("apiVersion") or DEFAULT_API_VERSION
+            stage_timestamp = event.get("stageTimestamp")
+            futures.append(
+                await producer.send(
+                    topic,
+                    encode_event(event, api_version),
+                    key=event["auditID"].encode(),
+                    headers=event_headers(event, api_version, cluster),
+                    timestamp_ms=timestamp_ms(stage_timestamp) if stage_timestamp else None,
+                )
+            )
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+
+
+async def produce_raw(bootstrap: str, topic: str, values: Sequence[bytes]) -> None:
+    """Publish arbitrary values (for undecodable messages)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value)
+    finally:
+        await producer.stop()
+
+
+def original_row(event: dict[str, Any], missing: str = "UNKNOWN") -> list[str]:
+    """The columns of the original webhook example for ``event``, worked out independently of
+    the sink: what a CSV row read back with the csv module must hold."""
+    user = event.get("user") or {}
+    ref = event.get("objectRef") or {}
+    annotations = event.get("annotations") or {}
+    ips = ",".join(event.get("sourceIPs") or [])
+    return [
+        event.get("stageTimestamp", missing),
+        event.get("level", missing),
+        event.get("stage", missing),
+        event.get("requestURI", missing),
+        event.get("verb", missing),
+        user.get("username", missing),
+        ips or missing,
+        ref.get("resource", missing),
+        ref.get("name", missing),
+        annotations.get("authorization.k8s.io/decision", missing),
+        annotations.get("authorization.k8s.io/reason", missing),
+    ]
