@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from relay.auth import CLUSTER
 from relay.body import parse_json, read_body
 from relay.errors import (
     AuditRelayError,
@@ -16,6 +18,7 @@ from relay.errors import (
     KafkaUnavailable,
     Overloaded,
     PayloadTooLarge,
+    RequestTimeout,
     Unauthorized,
     UnsupportedEncoding,
 )
@@ -35,6 +38,7 @@ def status_for(error: AuditRelayError) -> int:
     """The one place that maps the relay's errors to HTTP statuses."""
     statuses: tuple[tuple[type[AuditRelayError], int], ...] = (
         (UnsupportedEncoding, 415),
+        (RequestTimeout, 408),
         (BadRequest, 400),
         (PayloadTooLarge, 413),
         (Unauthorized, 401),
@@ -77,9 +81,14 @@ class WebhookHandler:
         self.transform = transform
 
     async def receive(self, request: web.Request) -> web.Response:
-        body = await read_body(request, self.settings.max_body_bytes)
+        timeout = self.settings.limits.client_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                body = await read_body(request, self.settings.max_body_bytes)
+        except TimeoutError as exc:
+            raise RequestTimeout(f"request body not received within {timeout:g}s") from exc
         self.metrics.request_bytes.inc(len(body))
-        cluster: str = request.get("cluster", self.settings.cluster)
+        cluster = request.get(CLUSTER, self.settings.cluster)
         limit = self.settings.publisher.max_message_bytes // 2
         try:
             items, api_version = items_of(parse_json(body))

@@ -27,6 +27,10 @@ class UnsupportedEncoding(BadRequest):
     """A Content-Encoding the relay does not decode."""
 
 
+class RequestTimeout(BadRequest):
+    """The client did not send its body within ``--client-timeout``."""
+
+
 class PayloadTooLarge(AuditRelayError):
     """The request body is over the configured limit."""
 

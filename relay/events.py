@@ -187,6 +187,9 @@ def build_batch(
     for item in items:
         reason = invalid_reason(item)
         if reason is not None:
+            # A broken event can carry a Secret as well as a valid one.
+            if transform is not None and isinstance(item, dict) and transform(item):
+                batch.transformed += 1
             batch.records.append(
                 dead_letter(orjson.dumps(item), reason, cluster, dead_letter_limit)
             )

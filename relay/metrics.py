@@ -39,6 +39,17 @@ class RelayMetrics:
         self.events_redacted = Counter(
             "relay_events_redacted", "Events whose secret values were redacted", registry=registry
         )
+        self.auth_failures = Counter(
+            "relay_auth_failures",
+            "Requests refused with 401, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.connections_refused = Counter(
+            "relay_connections_refused",
+            "Connections answered 503 and closed because of --max-connections",
+            registry=registry,
+        )
         self.request_bytes = Counter(
             "relay_request_bytes", "Decoded request body bytes received", registry=registry
         )

@@ -57,7 +57,7 @@ class RedactionSettings:
 
     enabled: bool = True
     resources: frozenset[str] = DEFAULT_RESOURCES
-    hmac_key: bytes = field(default=b"", repr=False)
+    hmac_key: bytes = field(default_factory=lambda: secrets.token_bytes(MIN_KEY_BYTES), repr=False)
 
 
 def add_redaction_arguments(parser: EnvArgumentParser) -> None:

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiohttp import web
 
 from relay.app import Lifecycle, build_app
+from relay.auth import Authenticator, auth_middleware
 from relay.backpressure import inflight_limit
 from relay.delivery import Delivery
+from relay.limits import LimitedSite
 from relay.metrics import RelayMetrics
 from relay.publisher import KafkaPublisher
+from relay.redact import Redactor
 from relay.settings import RelaySettings
+from relay.tls import ServerTLS
 
 log = logging.getLogger(__name__)
+
+# Served without client authentication: kubelet probes and Prometheus have no credentials.
+PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
 async def serve(settings: RelaySettings, stop: asyncio.Event, *, reuse_port: bool = False) -> None:
@@ -27,24 +35,52 @@ async def serve(settings: RelaySettings, stop: asyncio.Event, *, reuse_port: boo
     """
     metrics = RelayMetrics(settings.metrics_dir)
     lifecycle = Lifecycle()
+    tls = ServerTLS(settings.tls) if settings.tls.enabled else None
     async with (
         KafkaPublisher(settings.publisher, metrics.kafka_ack_seconds.observe) as publisher,
         Delivery(settings.delivery, publisher.publish, metrics) as delivery,
+        tls or contextlib.nullcontext(),
     ):
+        authenticate = auth_middleware(
+            Authenticator(settings.auth, settings.cluster),
+            public_paths=PUBLIC_PATHS,
+            on_failure=lambda reason: metrics.auth_failures.labels(reason).inc(),
+        )
+        redaction = settings.redaction
+        redactor = Redactor(redaction.hmac_key, redaction.resources)
         limit = inflight_limit(
             settings.delivery.max_inflight_bytes, settings.path, settings.max_body_bytes, metrics
         )
         app = build_app(
-            settings, publisher, metrics, lifecycle, deliver=delivery.deliver, middlewares=[limit]
+            settings,
+            publisher,
+            metrics,
+            lifecycle,
+            deliver=delivery.deliver,
+            transform=redactor.redact if redaction.enabled else None,
+            middlewares=[authenticate, limit],
         )
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=settings.shutdown_grace,
+            **settings.limits.runner_kwargs(),
+        )
         await runner.setup()
-        site = web.TCPSite(
-            runner, settings.listen_host, settings.listen_port, reuse_port=reuse_port, backlog=1024
+        site = LimitedSite(
+            runner,
+            settings.listen_host,
+            settings.listen_port,
+            settings.limits,
+            metrics.connections_refused.inc,
+            ssl_context=tls.context if tls else None,
+            reuse_port=reuse_port,
+            backlog=1024,
         )
         await site.start()
         log.info(
-            "listening on http://%s:%d%s, publishing to topic %s at %s",
+            "listening on %s://%s:%d%s, publishing to topic %s at %s",
+            "https" if tls else "http",
             settings.listen_host,
             settings.listen_port,
             settings.path,

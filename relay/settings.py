@@ -6,11 +6,15 @@ import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from relay.auth import AuthSettings, add_auth_arguments, auth_settings_from_args
 from relay.delivery import DeliverySettings
 from relay.errors import ConfigError
 from relay.kafka_connection import add_kafka_arguments, kafka_connection_from_args
+from relay.limits import ClientLimits, add_limit_arguments, limits_from_args
 from relay.options import EnvArgumentParser, host_port, positive_float, positive_int
 from relay.publisher import PublisherSettings
+from relay.redact import RedactionSettings, add_redaction_arguments, redaction_settings_from_args
+from relay.tls import TLSSettings, add_tls_arguments, tls_settings_from_args
 
 ENV_PREFIX = "AUDIT_RELAY"
 
@@ -29,6 +33,10 @@ class RelaySettings:
     max_body_bytes: int = 64 << 20
     shutdown_grace: float = 20.0
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    tls: TLSSettings = field(default_factory=TLSSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    redaction: RedactionSettings = field(default_factory=RedactionSettings)
+    limits: ClientLimits = field(default_factory=ClientLimits)
     # Set by __main__ when several workers share metrics files.
     metrics_dir: str | None = field(default=None)
 
@@ -105,7 +113,8 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
     add(
         "--insecure",
         action="store_true",
-        help="serve plain HTTP without client authentication (required until TLS is set up)",
+        help="allow serving plain HTTP, or without client authentication (logged as a warning); "
+        "otherwise --tls-cert/--tls-key and --token-file and/or --client-ca are required",
     )
     add(
         "--log-level",
@@ -132,6 +141,10 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
         default=128 << 20,
         help="request bytes a worker holds at once; beyond it, 503 with Retry-After",
     )
+    add_tls_arguments(parser)
+    add_auth_arguments(parser)
+    add_limit_arguments(parser)
+    add_redaction_arguments(parser)
     add_kafka_arguments(parser)
     return parser
 
@@ -145,11 +158,8 @@ def build_settings(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Rel
     args: argparse.Namespace = build_parser(environ).parse_args(argv)
     if not args.path.startswith("/"):
         raise ConfigError(f"--path must start with '/', got {args.path!r}")
-    if not args.insecure:
-        raise ConfigError(
-            "refusing to serve audit events without TLS and client authentication; "
-            "pass --insecure to serve plain HTTP without authentication"
-        )
+    tls = tls_settings_from_args(args)
+    auth = auth_settings_from_args(args, tls=tls.enabled, client_ca=bool(tls.client_ca_file))
     publisher = PublisherSettings(
         connection=kafka_connection_from_args(args),
         topic=args.topic,
@@ -176,5 +186,9 @@ def build_settings(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Rel
             spool_max_bytes=args.spool_max_bytes,
             max_inflight_bytes=args.max_inflight_bytes,
         ),
+        tls=tls,
+        auth=auth,
+        redaction=redaction_settings_from_args(args),
+        limits=limits_from_args(args),
     )
     return settings, args.log_level
