@@ -1,0 +1,260 @@
+"""audit-consumer as operators run it: real processes, the real relay, real signals."""
+
+from __future__ import annotations
+
+import csv
+import re
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from relay.events import invalid_reason
+from tests.consumers.conftest import StartConsumer
+from tests.consumers.messages import original_row, produce_events, with_fresh_ids
+from tests.support.corpus import corpus_events, event_list
+from tests.support.net import unused_port, wait_until
+from tests.support.processes import Process, ProcessFactory, wait_for_exit_or_fail
+
+
+def jsonl_ids(*paths: Path) -> list[str]:
+    """The auditIDs of every line of the files (and their rotated siblings), oldest first."""
+    ids = []
+    for path in paths:
+        siblings = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]))
+        for file in [*siblings, path]:
+            if file.exists():
+                ids.extend(orjson.loads(line)["auditID"] for line in file.read_bytes().splitlines())
+    return ids
+
+
+def assigned_partitions(process: Process) -> set[int]:
+    """The partitions of the process's latest 'partitions assigned' log line."""
+    lines = re.findall(r"partitions assigned: \S+\[([\d,]*)\]", process.stderr())
+    return {int(p) for p in lines[-1].split(",")} if lines and lines[-1] else set()
+
+
+async def committed_and_end(
+    bootstrap: str, group: str, topic: str, partitions: int
+) -> tuple[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = await consumer.end_offsets(tps)
+        committed = [await consumer.committed(tp) or 0 for tp in tps]
+        return sum(committed), sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+def event_key(event: dict[str, Any]) -> tuple[Any, ...]:
+    return event["auditID"], event.get("stage"), event.get("stageTimestamp")
+
+
+async def test_the_corpus_from_a_post_to_csv_rows(
+    start_relay: Any, start_consumer: StartConsumer, http: aiohttp.ClientSession
+) -> None:
+    relay = await start_relay()
+    events = corpus_events()
+    publishable = [e for e in events if invalid_reason(e) is None]
+    async with http.post(relay.url, data=event_list(events)) as response:
+        assert response.status == 200
+        assert (await response.json())["accepted"] == len(publishable)
+    # The corpus holds two events twice, as a retried batch would; the default window drops them.
+    expected = list({event_key(e): e for e in reversed(publishable)}.values())
+    consumer = start_consumer(
+        "--sink", "csv", "--topic", relay.topic,
+        group="e2e-csv",
+        env={
+            "AUDIT_CONSUMER_DEAD_LETTER_TOPIC": relay.dead_letter_topic,
+            "AUDIT_CONSUMER_CSV_PREFIX": "###",
+            "AUDIT_CONSUMER_CSV_HEADER": "true",
+        },
+    )  # fmt: skip
+
+    def rows() -> list[list[str]]:
+        return list(csv.reader(line[3:] for line in consumer.stdout().splitlines(keepends=True)))
+
+    await wait_until(lambda: len(rows()) >= len(expected) + 1, timeout=60, what="every CSV row")
+    assert wait_for_exit_or_fail(consumer, signal.SIGTERM, 20) == 0
+    assert all(line.startswith("###") for line in consumer.stdout().splitlines())
+    header, *body = rows()
+    assert header[:3] == ["stageTimestamp", "level", "stage"]
+    # Partitions interleave, so compare as sorted lists: every row field by field, each once.
+    assert sorted(body) == sorted(original_row(e) for e in expected)
+    assert "Traceback" not in consumer.stderr()
+    committed, end = await committed_and_end(relay.bootstrap, "e2e-csv", relay.topic, 3)
+    assert committed == end == len(publishable)
+
+
+async def test_two_replicas_write_every_event_exactly_once_between_them(
+    kafka_bootstrap: str, new_topic: Any, start_consumer: StartConsumer, tmp_path: Path
+) -> None:
+    topic = await new_topic(4)
+    outputs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    flags = ["--sink", "jsonl", "--topic", topic, "--session-timeout", "6"]
+    a, b = (start_consumer(*flags, "--output", str(output), group="replicas") for output in outputs)
+    await wait_until(
+        lambda: (
+            assigned_partitions(a) | assigned_partitions(b) == {0, 1, 2, 3}
+            and bool(assigned_partitions(a))
+            and bool(assigned_partitions(b))
+        ),
+        timeout=40,
+        what="the partitions split between both replicas",
+    )
+    events = with_fresh_ids(600)
+    await produce_events(kafka_bootstrap, topic, events[:300])
+    await wait_until(lambda: len(jsonl_ids(*outputs)) >= 300, timeout=30, what="first half")
+    assert all(jsonl_ids(output) for output in outputs), "both replicas wrote"
+    # One replica leaves mid-stream; the other takes its partitions from its last commit.
+    assert wait_for_exit_or_fail(b, signal.SIGTERM, 20) == 0
+    await produce_events(kafka_bootstrap, topic, events[300:])
+    await wait_until(lambda: len(jsonl_ids(*outputs)) >= 600, timeout=40, what="second half")
+    counts = Counter(jsonl_ids(*outputs))
+    assert counts == Counter(e["auditID"] for e in events), "each event exactly once"
+    assert wait_for_exit_or_fail(a, signal.SIGTERM, 20) == 0
+
+
+async def test_sigkill_mid_stream_then_restart_loses_nothing(
+    kafka_bootstrap: str, new_topic: Any, start_consumer: StartConsumer, tmp_path: Path
+) -> None:
+    topic = await new_topic(3)
+    output = tmp_path / "audit.jsonl"
+    flags = [
+        "--sink", "jsonl", "--topic", topic, "--output", str(output),
+        "--rotate-bytes", "500000", "--keep", "1000", "--max-batch", "50",
+        "--session-timeout", "6",
+    ]  # fmt: skip
+    events = with_fresh_ids(4000)
+    first = start_consumer(*flags, group="killed")
+    await produce_events(kafka_bootstrap, topic, events[:2000])
+    await wait_until(lambda: len(jsonl_ids(output)) >= 200, timeout=30, what="some written")
+    first.signal(signal.SIGKILL)
+    assert first.wait(10) == -signal.SIGKILL
+    written_before_kill = len(jsonl_ids(output))
+    await produce_events(kafka_bootstrap, topic, events[2000:])
+    second = start_consumer(*flags, group="killed")
+    expected = {e["auditID"] for e in events}
+    await wait_until(
+        lambda: set(jsonl_ids(output)) >= expected, timeout=60, what="every event after restart"
+    )
+    assert wait_for_exit_or_fail(second, signal.SIGTERM, 20) == 0
+    ids = jsonl_ids(output)
+    duplicates = {audit_id: n for audit_id, n in Counter(ids).items() if n > 1}
+    print(
+        f"\nSIGKILL after {written_before_kill} of {len(events)} written: "
+        f"{len(ids)} lines, {len(duplicates)} events written twice or more: "
+        f"{sorted(duplicates)[:10]}{' ...' if len(duplicates) > 10 else ''}"
+    )
+    assert set(ids) == expected
+    assert len(ids) == len(expected) + sum(n - 1 for n in duplicates.values())
+
+
+async def test_metrics_and_healthz(
+    kafka_bootstrap: str,
+    new_topic: Any,
+    start_consumer: StartConsumer,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    topic = await new_topic(2)
+    port = unused_port()
+    consumer = start_consumer(
+        "--sink", "jsonl", "--topic", topic, "--output", str(tmp_path / "out.jsonl"),
+        "--exclude", "verb=delete", "--metrics-listen", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    events = corpus_events()
+    await produce_events(kafka_bootstrap, topic, events)
+    deletes = sum(1 for e in events if e.get("verb") == "delete")
+    base = f"http://127.0.0.1:{port}"
+
+    async def metrics() -> str:
+        try:
+            async with http.get(f"{base}/metrics") as response:
+                return await response.text()
+        except aiohttp.ClientConnectionError:
+            return ""
+
+    async def consumed_all() -> bool:
+        return f"audit_consumer_events_consumed_total {float(len(events))}" in await metrics()
+
+    await wait_until(consumed_all, timeout=30, what="every event counted")
+    text = await metrics()
+    assert f"audit_consumer_events_filtered_total {float(deletes)}" in text
+    assert "audit_consumer_events_deduplicated_total 2.0" in text  # the corpus's own repeats
+    written = len(events) - deletes - 2
+    assert f"audit_consumer_events_written_total {float(written)}" in text
+    assert "audit_consumer_events_dead_lettered_total 0.0" in text
+    assert "audit_consumer_sink_write_seconds_count" in text
+    assert re.findall(rf'audit_consumer_lag{{partition="\d",topic="{topic}"}} 0.0', text)
+    async with http.get(f"{base}/healthz") as response:
+        assert response.status == 200
+    assert wait_for_exit_or_fail(consumer, signal.SIGTERM, 20) == 0
+
+
+def run_cli(processes: ProcessFactory, *args: str, env: dict[str, str] | None = None) -> Process:
+    process = processes.start("consumers", *args, env=env)
+    process.wait(30)
+    return process
+
+
+def test_help_lists_every_flag_with_its_environment_variable(processes: ProcessFactory) -> None:
+    process = run_cli(processes, "--help")
+    assert process.popen.returncode == 0
+    text = process.stdout()
+    for flag in ("--sink", "--group", "--include", "--exclude", "--dedupe-window",
+                 "--metrics-listen", "--output", "--rotate-bytes", "--keep", "--csv-columns",
+                 "--csv-missing", "--csv-prefix", "--csv-header", "--kafka-bootstrap"):  # fmt: skip
+        assert flag in text, flag
+    assert "AUDIT_CONSUMER_CSV_COLUMNS" in text
+    assert "impersonatedUser" in text
+
+
+def test_the_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "audit-consumer"
+    assert script.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        ((), {}, "--sink is required"),
+        (("--sink", "nope"), {}, "invalid choice: 'nope'"),
+        (("--sink", "csv", "--csv-columns", "verb,colour"), {}, "unknown column(s) colour"),
+        (("--sink", "csv", "--include", "colour=red"), {}, "FIELD=GLOB"),
+        (("--sink", "jsonl", "--rotate-bytes", "10"), {}, "--rotate-bytes needs --output"),
+        (
+            (
+                "--sink",
+                "csv",
+            ),
+            {"AUDIT_CONSUMER_MAX_BATCH": "0"},
+            "must be at least 1",
+        ),
+        (("--sink", "csv", "--metrics-listen", "nowhere"), {}, "expected HOST:PORT"),
+    ],
+)
+def test_bad_flags_exit_2_with_a_message(
+    processes: ProcessFactory, args: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    process = run_cli(processes, *args, env=env)
+    assert process.popen.returncode == 2
+    assert message in process.stderr()
+    assert "Traceback" not in process.stderr()
+    assert process.stdout() == ""
+
+
+def test_unreachable_kafka_exits_1_with_a_message(processes: ProcessFactory) -> None:
+    bootstrap = f"127.0.0.1:{unused_port()}"
+    process = run_cli(processes, "--sink", "csv", "--kafka-bootstrap", bootstrap)
+    assert process.popen.returncode == 1
+    assert f"cannot reach Kafka at {bootstrap}" in process.stderr()
+    assert "Traceback" not in process.stderr()
