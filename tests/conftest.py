@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.kafka import LocalBroker, create_topic, unique_topic
 from tests.support.net import unused_port_pair
+from tests.support.postgres import LocalPostgres, create_database, drop_database
 from tests.support.processes import ProcessFactory
 
 
@@ -68,3 +69,45 @@ def processes(tmp_path: Path) -> Iterator[ProcessFactory]:
     factory = ProcessFactory(tmp_path)
     yield factory
     factory.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_dsn() -> Iterator[str]:
+    """A superuser DSN of a real PostgreSQL server: ``POSTGRES_DSN`` (a postgresql:// URL), or a
+    private cluster this session starts (about a second) and removes."""
+    given = os.environ.get("POSTGRES_DSN")
+    if given:
+        yield given
+        return
+    server = LocalPostgres()
+    try:
+        server.init()
+        server.start()
+        yield server.admin_dsn
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def postgres_dsn(postgres_admin_dsn: str) -> AsyncIterator[str]:
+    """A DSN (with its password) of a fresh empty database, dropped at teardown."""
+    dsn = await create_database(postgres_admin_dsn)
+    yield dsn
+    await drop_database(postgres_admin_dsn, dsn)
+
+
+@pytest.fixture
+def postgres_factory() -> Iterator[Callable[[], LocalPostgres]]:
+    """Makes private PostgreSQL servers that a test may stop and start; removes them after."""
+    made: list[LocalPostgres] = []
+
+    def make() -> LocalPostgres:
+        server = LocalPostgres()
+        made.append(server)
+        server.init()
+        server.start()
+        return server
+
+    yield make
+    for server in made:
+        server.close()

@@ -9,10 +9,12 @@ from __future__ import annotations
 from consumers.sinks.base import Sink
 from consumers.sinks.csv_log import CsvLogSink
 from consumers.sinks.jsonl import JsonLinesSink
+from consumers.sinks.postgres import PostgresSink
 
 SINKS: dict[str, type[Sink]] = {
     "csv": CsvLogSink,
     "jsonl": JsonLinesSink,
+    "postgres": PostgresSink,
 }
 
 __all__ = ["SINKS", "Sink"]

@@ -1,0 +1,146 @@
+"""``--sink postgres``: the queryable audit store (see ``audit-consumer query``).
+
+Each flush inserts the buffered batch in one transaction and returns once it is committed, so
+the runner commits Kafka offsets only for rows that are in the table. A unique key on (cluster,
+auditID, stage, stageTimestamp) with ON CONFLICT DO NOTHING makes redelivery harmless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Self
+
+import asyncpg
+
+from consumers.events import ConsumedEvent
+from consumers.postgres.connection import (
+    POSTGRES_ERRORS,
+    PostgresConnection,
+    add_postgres_arguments,
+    postgres_connection_from_args,
+)
+from consumers.postgres.migrate import migrate
+from consumers.postgres.retention import Retention, RetentionSettings
+from consumers.postgres.rows import COLUMNS, Row, row, storable
+from consumers.sinks.base import Sink
+from relay.errors import ConfigError
+from relay.options import EnvArgumentParser, positive_float, positive_int
+
+log = logging.getLogger(__name__)
+
+INSERT = (
+    f"INSERT INTO audit_events ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join(f'${index}' for index in range(1, len(COLUMNS) + 1))}) "
+    "ON CONFLICT (cluster, audit_id, stage, stage_timestamp) DO NOTHING"
+)
+
+
+@dataclass(frozen=True)
+class PostgresSinkSettings:
+    connection: PostgresConnection
+    retention: RetentionSettings | None = None
+
+
+class PostgresSink(Sink):
+    """Inserts events into ``audit_events``; migrates the schema when it opens.
+
+    ``write`` only buffers; ``flush`` inserts the buffer in one transaction. A failed flush
+    raises SinkError and drops the buffer: the runner writes the same batch again, and the rows
+    that may have been committed before the failure are skipped by the unique key.
+    """
+
+    name = "postgres"
+
+    def __init__(self, settings: PostgresSinkSettings) -> None:
+        self.settings = settings
+        self._pool: asyncpg.Pool | None = None
+        self._retention: Retention | None = None
+        self._pending: list[Row] = []
+
+    @classmethod
+    def add_arguments(cls, parser: EnvArgumentParser) -> None:
+        add_postgres_arguments(parser)
+        add = parser.add_option
+        add(
+            "--postgres-retain-days",
+            type=positive_int,
+            metavar="DAYS",
+            help="delete rows whose stage timestamp is older than DAYS (default: keep all)",
+        )
+        add(
+            "--postgres-retention-chunk",
+            type=positive_int,
+            default=10000,
+            metavar="ROWS",
+            help="most rows one retention transaction deletes",
+        )
+        add(
+            "--postgres-retention-interval",
+            type=positive_float,
+            default=3600.0,
+            metavar="SECONDS",
+            help="time between retention passes (the first runs at start)",
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Self:
+        retention = None
+        if args.postgres_retain_days is not None:
+            retention = RetentionSettings(
+                args.postgres_retain_days,
+                args.postgres_retention_chunk,
+                args.postgres_retention_interval,
+            )
+        return cls(PostgresSinkSettings(postgres_connection_from_args(args), retention))
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        connection = self.settings.connection
+        pool = await connection.create_pool(size=1 if self.settings.retention is None else 2)
+        try:
+            async with pool.acquire() as session:
+                await migrate(session)
+        except POSTGRES_ERRORS as exc:
+            pool.terminate()
+            raise connection.translate(exc, "migrate the schema of") from exc
+        except ConfigError:
+            pool.terminate()
+            raise
+        self._pool = pool
+        if self.settings.retention is not None:
+            self._retention = Retention(self.settings.retention, pool, connection)
+            self._retention.start()
+        log.info("writing to PostgreSQL at %s", connection.target)
+
+    async def write(self, events: Sequence[ConsumedEvent]) -> None:
+        self._pending.extend(row(storable(event)) for event in events)
+
+    async def flush(self) -> None:
+        rows, self._pending = self._pending, []
+        if not rows:
+            return
+        assert self._pool is not None, "flush before open"
+        try:
+            async with self._pool.acquire() as session, session.transaction():
+                await session.executemany(INSERT, rows)
+        except POSTGRES_ERRORS as exc:
+            raise self.settings.connection.translate(exc, "insert into") from exc
+
+    async def close(self) -> None:
+        self._pending.clear()
+        if self._retention is not None:
+            await self._retention.stop()
+            self._retention = None
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), self.settings.connection.timeout)
+        except POSTGRES_ERRORS:
+            # The server is gone or stuck: nothing is pending, so just drop the connections.
+            pool.terminate()
