@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 # How long one poll waits for records; bounds how late a stop request is noticed.
 POLL_TIMEOUT_MS = 500
+TOPIC_POLL_SECONDS = 1.0
 
 Batches = dict[TopicPartition, list[ConsumerRecord]]
 
@@ -85,6 +86,15 @@ class Runner:
             if not await self._retry("open", "open the sink", self.sink.open):
                 return False
             await self._start(consumer, producer)
+            if not await self._wait_for_topic(consumer):
+                return True
+            consumer.subscribe([self.settings.topic], listener=_RebalanceListener(self))
+            log.info(
+                "consuming %s in group %s into the %s sink",
+                self.settings.topic,
+                self.settings.group,
+                self.settings.sink,
+            )
             clean = await self._consume(consumer, producer)
             async with self._lock:
                 await self._commit()
@@ -102,13 +112,27 @@ class Runner:
         except KafkaError as exc:
             bootstrap = self.settings.kafka.bootstrap
             raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
-        consumer.subscribe([self.settings.topic], listener=_RebalanceListener(self))
-        log.info(
-            "consuming %s in group %s into the %s sink",
-            self.settings.topic,
-            self.settings.group,
-            self.settings.sink,
-        )
+
+    async def _wait_for_topic(self, consumer: AIOKafkaConsumer) -> bool:
+        """Wait until the topic exists; False when stopped first.
+
+        Subscribing to a missing topic would have the broker auto-create it with its default
+        partition count, before the relay creates it with the partitions meant for it, and the
+        group would not notice the topic for minutes. Listing topics creates nothing.
+        """
+        topic = self.settings.topic
+        waiting_logged = False
+        while True:
+            try:
+                if topic in await consumer.topics():
+                    return True
+            except KafkaError as exc:
+                log.warning("cannot list Kafka topics: %s", exc)
+            if not waiting_logged:
+                log.info("waiting for topic %s to exist (the relay creates it at start)", topic)
+                waiting_logged = True
+            if await self._stop_requested_within(TOPIC_POLL_SECONDS):
+                return False
 
     async def _consume(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> bool:
         while not self._stopping.is_set():
@@ -267,7 +291,8 @@ class Runner:
                 self._uncommitted.pop(tp, None)
                 if self._committed.pop(tp, None) is not None:
                     self.metrics.lag.remove(tp.topic, str(tp.partition))
-        log.info("partitions revoked: %s", _describe(revoked))
+        if revoked:
+            log.info("partitions revoked: %s", _describe(revoked))
 
     def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         log.info("partitions assigned: %s", _describe(assigned))

@@ -19,6 +19,7 @@ from relay.events import invalid_reason
 from tests.consumers.conftest import StartConsumer
 from tests.consumers.messages import original_row, produce_events, with_fresh_ids
 from tests.support.corpus import corpus_events, event_list
+from tests.support.kafka import unique_topic
 from tests.support.net import unused_port, wait_until
 from tests.support.processes import Process, ProcessFactory, wait_for_exit_or_fail
 
@@ -94,6 +95,29 @@ async def test_the_corpus_from_a_post_to_csv_rows(
     assert committed == end == len(publishable)
 
 
+async def test_a_consumer_started_before_the_relay_waits_for_its_topic(
+    start_relay: Any,
+    start_consumer: StartConsumer,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    topic = unique_topic("late")
+    output = tmp_path / "audit.jsonl"
+    consumer = start_consumer("--sink", "jsonl", "--topic", topic, "--output", str(output))
+    await wait_until(
+        lambda: f"waiting for topic {topic}" in consumer.stderr(), timeout=30, what="waiting"
+    )
+    # Had the consumer subscribed, the broker would have made the topic with one partition.
+    relay = await start_relay("--topic", topic, "--dead-letter-topic", f"{topic}.dead-letter")
+    events = with_fresh_ids(30)
+    async with http.post(relay.url, data=event_list(events)) as response:
+        assert response.status == 200
+    await wait_until(lambda: len(jsonl_ids(output)) >= 30, timeout=30, what="every event")
+    assert Counter(jsonl_ids(output)) == Counter(e["auditID"] for e in events)
+    assert assigned_partitions(consumer) == {0, 1, 2}  # the relay's --partitions 3
+    assert wait_for_exit_or_fail(consumer, signal.SIGTERM, 20) == 0
+
+
 async def test_two_replicas_write_every_event_exactly_once_between_them(
     kafka_bootstrap: str, new_topic: Any, start_consumer: StartConsumer, tmp_path: Path
 ) -> None:
@@ -156,6 +180,23 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing(
     )
     assert set(ids) == expected
     assert len(ids) == len(expected) + sum(n - 1 for n in duplicates.values())
+
+
+async def test_sigterm_mid_stream_commits_exactly_what_was_written(
+    kafka_bootstrap: str, new_topic: Any, start_consumer: StartConsumer, tmp_path: Path
+) -> None:
+    topic = await new_topic(3)
+    output = tmp_path / "audit.jsonl"
+    flags = ["--sink", "jsonl", "--topic", topic, "--output", str(output), "--max-batch", "20"]
+    consumer = start_consumer(*flags, group="drained")
+    await produce_events(kafka_bootstrap, topic, with_fresh_ids(3000))
+    await wait_until(lambda: len(jsonl_ids(output)) >= 100, timeout=30, what="some written")
+    assert wait_for_exit_or_fail(consumer, signal.SIGTERM, 20) == 0
+    written = jsonl_ids(output)
+    committed, end = await committed_and_end(kafka_bootstrap, "drained", topic, 3)
+    print(f"\nSIGTERM mid-stream: {len(written)} of {end} written and committed")
+    assert len(set(written)) == len(written)
+    assert committed == len(written)
 
 
 async def test_metrics_and_healthz(
