@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from consumers.metrics import ConsumerMetrics, MetricsServer
+from consumers.query import run_query
 from consumers.runner import Runner
 from consumers.settings import ConsumerSettings, build_settings
 from consumers.sinks import Sink
@@ -65,7 +66,10 @@ def run_consumer(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_consumer(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "query":
+        return run_query(args[1:], os.environ)
+    return run_consumer(args)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from consumers.sinks.base import Sink
 from consumers.sinks.csv_log import CsvLogSink
+from consumers.sinks.http_forward import HttpForwardSink
 from consumers.sinks.jsonl import JsonLinesSink
 from consumers.sinks.postgres import PostgresSink
 
 SINKS: dict[str, type[Sink]] = {
     "csv": CsvLogSink,
+    "http": HttpForwardSink,
     "jsonl": JsonLinesSink,
     "postgres": PostgresSink,
 }

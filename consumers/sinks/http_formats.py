@@ -1,0 +1,131 @@
+"""Request bodies of the http sink (``--http-format``), and what a 2xx answer to them means.
+
+Each document is the audit event as received, plus ``cluster`` (the relay's cluster header)
+when the message had one, since a SIEM fed by many clusters must tell them apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from consumers.events import ConsumedEvent
+from consumers.postgres.rows import parse_timestamp
+from relay.errors import ConfigError, SinkError
+
+FORMATS = ("ndjson", "json-array", "elasticsearch", "splunk-hec")
+
+
+@dataclass(frozen=True)
+class BodyOptions:
+    """What the formats for a product need: the index (Elasticsearch and Splunk) and the
+    Splunk sourcetype."""
+
+    index: str | None = None
+    sourcetype: str = "kube:apiserver:audit"
+
+
+def document(event: ConsumedEvent) -> dict[str, Any]:
+    if event.cluster is None or "cluster" in event.data:
+        return dict(event.data)
+    return {**event.data, "cluster": event.cluster}
+
+
+def document_id(event: ConsumedEvent) -> str:
+    """The same for every copy of an event, so a re-sent batch creates nothing twice."""
+    key = "\0".join((event.cluster or "", event.audit_id, event.stage or ""))
+    key += "\0" + (event.stage_timestamp or "")
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+def _ndjson(events: Sequence[ConsumedEvent], options: BodyOptions) -> bytes:
+    return b"".join(orjson.dumps(document(event)) + b"\n" for event in events)
+
+
+def _json_array(events: Sequence[ConsumedEvent], options: BodyOptions) -> bytes:
+    return orjson.dumps([document(event) for event in events])
+
+
+def _elasticsearch(events: Sequence[ConsumedEvent], options: BodyOptions) -> bytes:
+    """A ``_bulk`` body of ``create`` actions: data streams accept them, and a repeat is a 409."""
+    lines = []
+    for event in events:
+        action: dict[str, str] = {"_id": document_id(event)}
+        if options.index:
+            action["_index"] = options.index
+        source = document(event)
+        source.setdefault("@timestamp", event.stage_timestamp)
+        lines.append(orjson.dumps({"create": action}) + b"\n" + orjson.dumps(source) + b"\n")
+    return b"".join(lines)
+
+
+def _splunk_hec(events: Sequence[ConsumedEvent], options: BodyOptions) -> bytes:
+    """HTTP Event Collector events, one JSON object after the other (``/services/collector``)."""
+    lines = []
+    for event in events:
+        stamp = parse_timestamp(event.stage_timestamp)
+        envelope: dict[str, Any] = {
+            "source": "kube-audit-relay",
+            "sourcetype": options.sourcetype,
+            "event": document(event),
+        }
+        if stamp is not None:
+            envelope["time"] = round(stamp.timestamp(), 6)
+        if options.index:
+            envelope["index"] = options.index
+        if event.cluster:
+            envelope["fields"] = {"cluster": event.cluster}
+        lines.append(orjson.dumps(envelope) + b"\n")
+    return b"".join(lines)
+
+
+_ENCODERS = {
+    "ndjson": _ndjson,
+    "json-array": _json_array,
+    "elasticsearch": _elasticsearch,
+    "splunk-hec": _splunk_hec,
+}
+CONTENT_TYPES = {
+    "ndjson": "application/x-ndjson",
+    "json-array": "application/json",
+    "elasticsearch": "application/x-ndjson",
+    "splunk-hec": "application/json",
+}
+
+
+def encode(body_format: str, events: Sequence[ConsumedEvent], options: BodyOptions) -> bytes:
+    return _ENCODERS[body_format](events, options)
+
+
+def check_accepted(body_format: str, answer: bytes) -> None:
+    """Look inside a 2xx answer: Elasticsearch reports each document's fate in the body.
+
+    A document that exists already (409: this batch was sent before) counts as written. Raises
+    SinkError when some were refused for now (429, 5xx), ConfigError when refused for good
+    (a mapping error: the index or the format must change).
+    """
+    if body_format != "elasticsearch":
+        return
+    try:
+        result = orjson.loads(answer)
+    except orjson.JSONDecodeError as exc:
+        raise SinkError(f"the _bulk answer is not JSON: {exc}") from exc
+    if not isinstance(result, Mapping) or not result.get("errors"):
+        return
+    failed: list[tuple[int, Any]] = []
+    for item in result.get("items") or []:
+        outcome: Any = next(iter(item.values()), {}) if isinstance(item, Mapping) else {}
+        status = int(outcome.get("status", 0))
+        if status not in (200, 201, 409):
+            failed.append((status, outcome.get("error")))
+    if not failed:
+        return
+    status, error = failed[0]
+    message = f"_bulk refused {len(failed)} documents, the first with {status}: {error}"
+    if all(status == 429 or status >= 500 for status, _ in failed):
+        raise SinkError(message)
+    raise ConfigError(message)
