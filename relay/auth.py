@@ -250,7 +250,7 @@ def auth_middleware(
                 status=401,
                 headers={"WWW-Authenticate": 'Bearer realm="audit-relay"'},
             )
-            # The body is not read: close rather than drain what an unknown client sends.
+            # The body is not read; the connection is not kept for another try.
             response.force_close()
             return response
         return await handler(request)

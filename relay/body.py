@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from relay.errors import BadRequest, PayloadTooLarge, UnsupportedEncoding
 
@@ -24,6 +25,9 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     if encoding not in _DECODED_ENCODINGS:
         raise UnsupportedEncoding(f"Content-Encoding {encoding!r} is not supported; use gzip")
     if request.content_length is not None and request.content_length > limit:
+        if encoding not in ("", "identity"):
+            # Not drained after the answer, as aiohttp does, since that would decompress it.
+            request.protocol.force_close()
         raise PayloadTooLarge(f"body of {request.content_length} bytes is over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -35,6 +39,10 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             chunks.append(chunk)
     except HttpProcessingError as exc:
         raise BadRequest(f"cannot read body: {exc.message}") from exc
+    except RequestPayloadError as exc:  # e.g. a body that is not the gzip it says it is
+        # Close after answering: aiohttp would otherwise drain the rest and fail on it again.
+        request.protocol.force_close()
+        raise BadRequest(f"cannot read body: {exc}") from exc
     return b"".join(chunks)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -150,7 +151,19 @@ def event_headers(event: dict[str, Any], api_version: str, cluster: str) -> list
 
 def encode_event(event: dict[str, Any], api_version: str) -> bytes:
     """The event as a line of the apiserver's audit.log: kind and apiVersion first."""
-    return orjson.dumps({"kind": "Event", "apiVersion": api_version, **event})
+    return dumps({"kind": "Event", "apiVersion": api_version, **event})
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON of a parsed document. Raises RecursionError if nested about 990 deep.
+
+    orjson refuses more than 255 levels of nesting, which orjson.loads accepts (up to 1024): the
+    standard library's encoder takes over there, so that such a body is not a 500.
+    """
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def strip_objects(event: dict[str, Any]) -> dict[str, Any]:
@@ -190,16 +203,21 @@ def build_batch(
             # A broken event can carry a Secret as well as a valid one.
             if transform is not None and isinstance(item, dict) and transform(item):
                 batch.transformed += 1
-            batch.records.append(
-                dead_letter(orjson.dumps(item), reason, cluster, dead_letter_limit)
-            )
+            try:
+                raw = dumps(item)
+            except RecursionError:
+                raw, reason = b"", f"{reason}; nested too deeply to keep"
+            batch.records.append(dead_letter(raw, reason, cluster, dead_letter_limit))
             batch.dead_lettered += 1
             continue
         if transform is not None and transform(item):
             batch.transformed += 1
         version = item.get("apiVersion") if item.get("apiVersion") in API_VERSIONS else api_version
-        value = encode_event(item, version)
-        if not fits(value):
+        try:
+            value = encode_event(item, version)
+        except RecursionError:
+            value = b""  # objects nested too deeply to encode: stripped like oversized ones
+        if not value or not fits(value):
             value = encode_event(strip_objects(item), version)
             batch.truncated += 1
         batch.records.append(

@@ -25,6 +25,7 @@ from relay.options import EnvArgumentParser, positive_float, positive_int
 MAX_LINE_BYTES = 8190
 MAX_FIELD_BYTES = 8190
 MAX_HEADERS = 64
+_REFUSAL_LINGER = 1.0
 _REFUSAL_BODY = b'{"error":"too many connections","status":503}'
 _REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\n"
@@ -74,13 +75,53 @@ def limits_from_args(args: Any) -> ClientLimits:
     return ClientLimits(args.max_connections, args.client_timeout)
 
 
-class _Refusal(asyncio.Protocol):
-    """Answers a connection over the limit with 503, without reading its request."""
+class _Counted(asyncio.Protocol):
+    """Counts a connection from the moment it is established (after any TLS handshake).
+
+    Counting here, not when the protocol is made, keeps the count exact: asyncio makes the
+    protocols of a burst of accepted connections before any of them is established, and never
+    tells the protocol of a failed handshake. Over the limit it answers 503 without reading.
+    """
+
+    def __init__(self, site: LimitedSite, inner: asyncio.Protocol) -> None:
+        self.site = site
+        self.inner: asyncio.Protocol | None = inner
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(_REFUSAL)
-        transport.close()
+        if self.site.open_connections >= self.site.limits.max_connections:
+            self.inner = None
+            self.site.on_refused()
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(_REFUSAL)
+            # Closing with the request unread would reset the connection, and the client lose
+            # the answer: say we are done, discard what comes, close a second later.
+            if transport.can_write_eof():
+                transport.write_eof()
+            asyncio.get_running_loop().call_later(_REFUSAL_LINGER, transport.close)
+            return
+        self.site.open_connections += 1
+        assert self.inner is not None
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.inner is not None:
+            self.site.open_connections -= 1
+            self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is not None:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.inner is not None else False
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
 
 
 class LimitedSite(web.TCPSite):
@@ -102,14 +143,12 @@ class LimitedSite(web.TCPSite):
         super().__init__(runner, host, port, **kwargs)
         self.limits = limits
         self.on_refused = on_refused
+        self.open_connections = 0
 
     def _protocol(self) -> asyncio.BaseProtocol:
         server = self._runner.server
         assert server is not None
-        if len(server.connections) >= self.limits.max_connections:
-            self.on_refused()
-            return _Refusal()
-        return server()
+        return _Counted(self, server())
 
     async def start(self) -> None:
         # TCPSite.start, with a protocol factory that counts, and a handshake timeout.
