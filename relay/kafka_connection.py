@@ -6,6 +6,7 @@ flag's value, and the dataclass's repr never shows them.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ from aiokafka.helpers import create_ssl_context
 
 from relay.errors import ConfigError
 from relay.options import EnvArgumentParser
+
+log = logging.getLogger(__name__)
 
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -28,6 +31,7 @@ class KafkaConnection:
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    tls_key_password: str | None = field(default=None, repr=False)
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
@@ -54,6 +58,7 @@ class KafkaConnection:
                 cafile=self.tls_ca_file,
                 certfile=self.tls_cert_file,
                 keyfile=self.tls_key_file,
+                password=self.tls_key_password,
             )
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load Kafka TLS files: {exc}") from exc
@@ -71,6 +76,10 @@ def add_kafka_arguments(parser: EnvArgumentParser) -> None:
     add("--kafka-tls-ca-file", help="CA bundle that signs the brokers' certificates")
     add("--kafka-tls-cert-file", help="client certificate (PEM) for mutual TLS")
     add("--kafka-tls-key-file", help="private key (PEM) of --kafka-tls-cert-file")
+    add(
+        "--kafka-tls-key-password-file",
+        help="file whose first line is the password of an encrypted --kafka-tls-key-file",
+    )
     add("--kafka-sasl-mechanism", choices=SASL_MECHANISMS, help="SASL mechanism, if any")
     add("--kafka-sasl-username", help="SASL user name")
     add("--kafka-sasl-password-file", help="file whose first line is the SASL password")
@@ -87,13 +96,23 @@ def kafka_connection_from_args(args: Any) -> KafkaConnection:
         password = read_secret_file(args.kafka_sasl_password_file, "--kafka-sasl-password-file")
     if (args.kafka_tls_cert_file is None) != (args.kafka_tls_key_file is None):
         raise ConfigError("--kafka-tls-cert-file and --kafka-tls-key-file go together")
-    uses_tls_files = args.kafka_tls_ca_file or args.kafka_tls_cert_file
+    key_password = None
+    if args.kafka_tls_key_password_file:
+        if not args.kafka_tls_key_file:
+            raise ConfigError("--kafka-tls-key-password-file needs --kafka-tls-key-file")
+        key_password = read_secret_file(
+            args.kafka_tls_key_password_file, "--kafka-tls-key-password-file"
+        )
+    tls = bool(args.kafka_tls or args.kafka_tls_ca_file or args.kafka_tls_cert_file)
+    if args.kafka_sasl_mechanism == "PLAIN" and not tls:
+        log.warning("SASL PLAIN without --kafka-tls sends the Kafka password in clear text")
     return KafkaConnection(
         bootstrap=args.kafka_bootstrap,
-        tls=bool(args.kafka_tls or uses_tls_files),
+        tls=tls,
         tls_ca_file=args.kafka_tls_ca_file,
         tls_cert_file=args.kafka_tls_cert_file,
         tls_key_file=args.kafka_tls_key_file,
+        tls_key_password=key_password,
         sasl_mechanism=args.kafka_sasl_mechanism,
         sasl_username=args.kafka_sasl_username,
         sasl_password=password,
