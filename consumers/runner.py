@@ -20,14 +20,19 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    InvalidSessionTimeoutError,
+    KafkaError,
+)
 
 from consumers.dedupe import Deduplicator
 from consumers.events import ConsumedEvent, decode
 from consumers.metrics import ConsumerMetrics
 from consumers.settings import ConsumerSettings
 from consumers.sinks import Sink
-from relay.errors import AuditRelayError, BadRequest, KafkaUnavailable
+from relay.errors import AuditRelayError, BadRequest, ConfigError, KafkaUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +141,17 @@ class Runner:
 
     async def _consume(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> bool:
         while not self._stopping.is_set():
-            batches: Batches = await consumer.getmany(
-                timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.max_batch
-            )
+            try:
+                batches: Batches = await consumer.getmany(
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.max_batch
+                )
+            except InvalidSessionTimeoutError as exc:
+                raise ConfigError(
+                    f"--session-timeout {self.settings.session_timeout}: the broker refuses it "
+                    "(outside its group.min/max.session.timeout.ms, 6 s to 30 min by default)"
+                ) from exc
+            except KafkaError as exc:  # what aiokafka does not retry itself: authorization...
+                raise KafkaUnavailable(f"cannot consume {self.settings.topic}: {exc}") from exc
             if batches and not await self._process(producer, batches):
                 return False
             self._update_lag()

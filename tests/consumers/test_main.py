@@ -147,6 +147,38 @@ async def test_two_replicas_write_every_event_exactly_once_between_them(
     assert wait_for_exit_or_fail(a, signal.SIGTERM, 20) == 0
 
 
+async def test_a_replica_joining_mid_stream_loses_nothing(
+    kafka_bootstrap: str, new_topic: Any, start_consumer: StartConsumer, tmp_path: Path
+) -> None:
+    topic = await new_topic(4)
+    outputs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    flags = ["--sink", "jsonl", "--topic", topic, "--max-batch", "20", "--dedupe-window", "0"]
+    flags += ["--session-timeout", "6"]
+    a = start_consumer(*flags, "--output", str(outputs[0]), group="joined")
+    events = with_fresh_ids(100)
+    await produce_events(kafka_bootstrap, topic, events)
+    await wait_until(lambda: len(jsonl_ids(outputs[0])) >= 50, timeout=30, what="a under way")
+    b = start_consumer(*flags, "--output", str(outputs[1]), group="joined")
+    # Keep events flowing while b joins and the partitions move, and for a while after.
+    chunks_after_join = 0
+    while chunks_after_join < 10:
+        assert len(events) < 30000, "b never got partitions"
+        chunk = with_fresh_ids(100)
+        await produce_events(kafka_bootstrap, topic, chunk)
+        events += chunk
+        chunks_after_join += 1 if assigned_partitions(b) else 0
+    expected = {e["auditID"] for e in events}
+    await wait_until(lambda: set(jsonl_ids(*outputs)) >= expected, timeout=60, what="all events")
+    counts = Counter(jsonl_ids(*outputs))
+    duplicates = sum(n - 1 for n in counts.values())
+    a_wrote, b_wrote = (len(jsonl_ids(output)) for output in outputs)
+    print(f"\njoin mid-stream: a wrote {a_wrote}, b {b_wrote}, {duplicates} duplicates")
+    assert set(counts) == expected
+    assert b_wrote > 0
+    assert wait_for_exit_or_fail(a, signal.SIGTERM, 20) == 0
+    assert wait_for_exit_or_fail(b, signal.SIGTERM, 20) == 0
+
+
 async def test_sigkill_mid_stream_then_restart_loses_nothing(
     kafka_bootstrap: str, new_topic: Any, start_consumer: StartConsumer, tmp_path: Path
 ) -> None:
@@ -298,4 +330,17 @@ def test_unreachable_kafka_exits_1_with_a_message(processes: ProcessFactory) -> 
     process = run_cli(processes, "--sink", "csv", "--kafka-bootstrap", bootstrap)
     assert process.popen.returncode == 1
     assert f"cannot reach Kafka at {bootstrap}" in process.stderr()
+    assert "Traceback" not in process.stderr()
+
+
+async def test_a_session_timeout_the_broker_refuses_exits_2_with_a_message(
+    processes: ProcessFactory, kafka_bootstrap: str, new_topic: Any
+) -> None:
+    topic = await new_topic(1)
+    process = run_cli(
+        processes, "--sink", "csv", "--kafka-bootstrap", kafka_bootstrap, "--topic", topic,
+        "--session-timeout", "1",
+    )  # fmt: skip
+    assert process.popen.returncode == 2
+    assert "--session-timeout 1.0: the broker refuses it" in process.stderr()
     assert "Traceback" not in process.stderr()
