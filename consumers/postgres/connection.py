@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -58,10 +59,19 @@ class PostgresConnection:
         except (*POSTGRES_ERRORS, ValueError) as exc:
             raise self.translate(exc, "connect to") from exc
 
-    async def create_pool(self, size: int) -> asyncpg.Pool:
-        """A pool of up to ``size`` connections that replaces the ones the server dropped."""
+    async def create_pool(
+        self,
+        size: int,
+        init: Callable[[asyncpg.Connection], Coroutine[Any, Any, None]] | None = None,
+    ) -> asyncpg.Pool:
+        """A pool of up to ``size`` connections, made on demand: one the server dropped is
+        replaced at the next ``acquire`` (a minimum size would make asyncpg retry in the
+        background, logging a traceback each time, while the server is down). ``init`` runs on
+        each new connection."""
         try:
-            return await asyncpg.create_pool(self.dsn, min_size=1, max_size=size, **self._kwargs())
+            return await asyncpg.create_pool(
+                self.dsn, min_size=0, max_size=size, init=init, **self._kwargs()
+            )
         except (*POSTGRES_ERRORS, ValueError) as exc:
             raise self.translate(exc, "connect to") from exc
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,14 +28,21 @@ from consumers.postgres.migrate import migrate
 from consumers.postgres.retention import Retention, RetentionSettings
 from consumers.postgres.rows import COLUMNS, Row, row, storable
 from consumers.sinks.base import Sink
-from relay.errors import ConfigError
 from relay.options import EnvArgumentParser, positive_float, positive_int
 
 log = logging.getLogger(__name__)
 
+_COLUMNS = ", ".join(COLUMNS)
+# Each batch is copied (binary COPY, the fastest way in) into a temporary table of the
+# session, then moved into audit_events in consumption order (ids follow it, and the first of
+# two copies in one batch wins), skipping rows that are there already.
+STAGING = "audit_events_incoming"
+CREATE_STAGING = (
+    f"CREATE TEMP TABLE {STAGING} ON COMMIT DELETE ROWS AS "
+    f"SELECT 0 AS position, {_COLUMNS} FROM audit_events WITH NO DATA"
+)
 INSERT = (
-    f"INSERT INTO audit_events ({', '.join(COLUMNS)}) "
-    f"VALUES ({', '.join(f'${index}' for index in range(1, len(COLUMNS) + 1))}) "
+    f"INSERT INTO audit_events ({_COLUMNS}) SELECT {_COLUMNS} FROM {STAGING} ORDER BY position "
     "ON CONFLICT (cluster, audit_id, stage, stage_timestamp) DO NOTHING"
 )
 
@@ -101,16 +109,17 @@ class PostgresSink(Sink):
         if self._pool is not None:
             return
         connection = self.settings.connection
-        pool = await connection.create_pool(size=1 if self.settings.retention is None else 2)
+        session = await connection.connect()
         try:
-            async with pool.acquire() as session:
-                await migrate(session)
+            await migrate(session)
         except POSTGRES_ERRORS as exc:
-            pool.terminate()
             raise connection.translate(exc, "migrate the schema of") from exc
-        except ConfigError:
-            pool.terminate()
-            raise
+        finally:
+            with contextlib.suppress(*POSTGRES_ERRORS):
+                await session.close(timeout=connection.timeout)
+        pool = await connection.create_pool(
+            size=1 if self.settings.retention is None else 2, init=_create_staging
+        )
         self._pool = pool
         if self.settings.retention is not None:
             self._retention = Retention(self.settings.retention, pool, connection)
@@ -127,9 +136,17 @@ class PostgresSink(Sink):
         assert self._pool is not None, "flush before open"
         try:
             async with self._pool.acquire() as session, session.transaction():
-                await session.executemany(INSERT, rows)
+                await session.copy_records_to_table(
+                    STAGING,
+                    records=[(position, *values) for position, values in enumerate(rows)],
+                    columns=("position", *COLUMNS),
+                )
+                status = await session.execute(INSERT)
         except POSTGRES_ERRORS as exc:
             raise self.settings.connection.translate(exc, "insert into") from exc
+        inserted = int(status.rpartition(" ")[2])
+        if inserted < len(rows):
+            log.debug("%d of %d rows were stored already", len(rows) - inserted, len(rows))
 
     async def close(self) -> None:
         self._pending.clear()
@@ -144,3 +161,7 @@ class PostgresSink(Sink):
         except POSTGRES_ERRORS:
             # The server is gone or stuck: nothing is pending, so just drop the connections.
             pool.terminate()
+
+
+async def _create_staging(session: asyncpg.Connection) -> None:
+    await session.execute(CREATE_STAGING)
