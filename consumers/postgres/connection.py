@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -89,10 +89,22 @@ class PostgresConnection:
         return SinkError(message)
 
     def _scrub(self, text: str) -> str:
-        for secret in (self.password, urlsplit(self.dsn).password if "://" in self.dsn else None):
+        for secret in (self.password, dsn_password(self.dsn)):
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def dsn_password(dsn: str) -> str | None:
+    """The password written in ``dsn`` (URL or ``key=value`` form), if any."""
+    if "://" in dsn:
+        password = urlsplit(dsn).password
+        return unquote(password) if password is not None else None
+    match = _KEYWORD_PASSWORD.search(dsn)
+    return match[2].strip("'") if match else None
 
 
 def redact_dsn(dsn: str) -> str:
@@ -104,7 +116,7 @@ def redact_dsn(dsn: str) -> str:
         user = parts.username or ""
         host = parts.netloc.rpartition("@")[2]
         return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)
+    return _KEYWORD_PASSWORD.sub(r"\1***", dsn)
 
 
 def add_postgres_arguments(parser: EnvArgumentParser) -> None:

@@ -45,7 +45,7 @@ _DEFAULT_SCHEMES = {"splunk-hec": "Splunk"}
 
 @dataclass(frozen=True)
 class HttpSettings:
-    url: str
+    url: str = field(repr=False)  # may carry credentials; logs show ``target``
     format: str = "ndjson"
     body: BodyOptions = field(default_factory=BodyOptions)
     gzip: bool = False
