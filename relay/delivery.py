@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 Publish = Callable[[Sequence[OutboundRecord]], Awaitable[None]]
 
 _REPLAY_INTERVAL_S = 0.5
-_REPLAY_BACKOFF_MAX_S = 5.0
+_REPLAY_BACKOFF_MAX_S = 2.0
 _STATUS_LOG_INTERVAL_S = 30.0
 
 
@@ -62,6 +62,8 @@ class Delivery:
         )
         self._replayer: asyncio.Task[None] | None = None
         self._kafka_up = True
+        # Probe with one record until a replay succeeds: Kafka may be down since before start.
+        self._probe = True
         self._down_since = 0.0
         self._last_status_log = 0.0
         self._replayed_counted = 0
@@ -116,6 +118,7 @@ class Delivery:
         self._update_metrics()
 
     def _kafka_down(self, exc: KafkaUnavailable) -> None:
+        self._probe = True
         if self._kafka_up:
             self._kafka_up = False
             self._down_since = time.monotonic()
@@ -140,7 +143,7 @@ class Delivery:
             await asyncio.sleep(delay)
             started = time.monotonic()
             try:
-                replayed = await self.spool.replay(self._publish)
+                replayed = await self.spool.replay(self._publish, probe=self._probe)
             except KafkaUnavailable as exc:
                 self._kafka_down(exc)
                 delay = min(delay * 2, _REPLAY_BACKOFF_MAX_S)
@@ -150,6 +153,7 @@ class Delivery:
                 delay = _REPLAY_BACKOFF_MAX_S
             else:
                 delay = _REPLAY_INTERVAL_S
+                self._probe = False
                 self._kafka_back(replayed, started)
             self._update_metrics()
             self._log_status()

@@ -136,25 +136,30 @@ class Spool:
                     home.segments.append(self._active)
                 await asyncio.to_thread(spool_dir.write_frames, self._active_fd, data)
             except OSError as exc:
+                # Should cutting back a partial write have failed too, later appends must not
+                # follow the partial frame: they go to a new segment.
+                self._seal()
                 raise Overloaded(f"cannot write the spool: {exc}") from exc
             self._active.size += len(data)
             self._active.events += len(records)
             if self._active.oldest_ms is None:
                 self._active.oldest_ms = now_ms
 
-    async def replay(self, publish: Publish) -> int:
+    async def replay(self, publish: Publish, *, probe: bool = False) -> int:
         """Publish every stored record, oldest first, and delete each segment once all is acked.
 
         Called by the delivery layer's background replay task when Kafka may be back. Returns the
         number of records published. Raises whatever ``publish`` raises (KafkaUnavailable); what
-        was acknowledged before that is not published again by this process.
+        was acknowledged before that is not published again by this process. With ``probe``,
+        the first call to ``publish`` carries one record: while Kafka is still down, the
+        producer then holds (and later delivers, a duplicate) one record rather than a batch.
         """
         self._require_home()
         await self._adopt_orphans()
         replayed = 0
         while (found := await self._next_segment()) is not None:
             directory, segment = found
-            replayed += await self._replay_segment(segment, publish)
+            replayed += await self._replay_segment(segment, publish, probe and not replayed)
             directory.segments.remove(segment)
             await asyncio.to_thread(_unlink, segment.path)
             if directory is not self._home and not directory.segments:
@@ -220,7 +225,7 @@ class Spool:
             self._seal()
             return home, home.segments[0]
 
-    async def _replay_segment(self, segment: Segment, publish: Publish) -> int:
+    async def _replay_segment(self, segment: Segment, publish: Publish, probe: bool) -> int:
         data = await asyncio.to_thread(_read_from, segment.path, segment.acked)
         items: list[spool_format.SpooledRecord] = []
         valid_end = 0
@@ -241,10 +246,10 @@ class Spool:
         start = batch_bytes = 0
         for index, item in enumerate(items, 1):
             batch_bytes += item.record.size
-            if batch_bytes >= self.replay_batch_bytes or index == len(items):
+            if batch_bytes >= self.replay_batch_bytes or index == len(items) or probe:
                 await publish([spooled.record for spooled in items[start:index]])
                 self._acknowledged(segment, items[start:index], items[index : index + 1])
-                start, batch_bytes = index, 0
+                start, batch_bytes, probe = index, 0, False
         return len(items)
 
     def _acknowledged(

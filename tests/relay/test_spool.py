@@ -106,6 +106,18 @@ async def test_failed_publish_keeps_the_rest_and_does_not_repeat_what_was_acked(
         assert spool.empty and segment_files(tmp_path) == []
 
 
+async def test_a_probing_replay_sends_one_record_first(tmp_path: Path) -> None:
+    async with Spool(tmp_path, max_bytes=1 << 20) as spool:
+        await spool.append(records(0, 20))
+        batches: list[int] = []
+
+        async def publish(batch: Sequence[OutboundRecord]) -> None:
+            batches.append(len(batch))
+
+        await spool.replay(publish, probe=True)
+        assert batches == [1, 19]
+
+
 async def test_appends_during_replay_keep_their_order(tmp_path: Path) -> None:
     async with Spool(tmp_path, max_bytes=1 << 20, replay_batch_bytes=300) as spool:
         await spool.append(records(0, 10))
