@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,4 +75,27 @@ def test_mistakes_exit_non_zero_with_a_message(args: list[str], message: str) ->
     result = run_relay(*args)
     assert result.returncode == 2
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_spool_flags_and_their_environment() -> None:
+    settings, _ = build_settings(
+        ["--insecure", "--spool-dir", "/var/spool/relay"],
+        {"AUDIT_RELAY_SPOOL_MAX_BYTES": "1000", "AUDIT_RELAY_MAX_INFLIGHT_BYTES": "2000"},
+    )
+    assert settings.delivery.spool_dir == "/var/spool/relay"
+    assert settings.delivery.spool_max_bytes == 1000
+    assert settings.delivery.max_inflight_bytes == 2000
+    assert build_settings(["--insecure"], {})[0].delivery.spool_dir is None
+
+
+def test_unusable_spool_dir_exits_non_zero_with_a_message(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    result = run_relay(
+        "--insecure", "--listen", "127.0.0.1:0", "--kafka-bootstrap", "127.0.0.1:1",
+        "--spool-dir", str(not_a_dir),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--spool-dir" in result.stderr
     assert "Traceback" not in result.stderr
