@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from relay.errors import KafkaUnavailable
 from relay.kafka_connection import KafkaConnection
+from relay.partition_batches import PartitionBatches
 from relay.records import DEAD_LETTER, EVENTS, OutboundRecord
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class KafkaPublisher:
         self.settings = settings
         self._topics = {EVENTS: settings.topic, DEAD_LETTER: settings.dead_letter_topic}
         self._producer: AIOKafkaProducer | None = None
+        self._batches: PartitionBatches | None = None
         self._connect_task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._compress = _COMPRESSORS.get(settings.compression)
@@ -79,7 +82,13 @@ class KafkaPublisher:
             self._connect_task = None
         if self._producer is not None:
             producer, self._producer = self._producer, None
+            batches, self._batches = self._batches, None
             self._connected.clear()
+            if batches is not None:
+                # Records whose request timed out may still wait for their batch to leave.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.ack_timeout):
+                        await batches.drain()
             await producer.stop()
             log.info("kafka producer flushed and closed")
 
@@ -123,6 +132,7 @@ class KafkaPublisher:
                 delay = min(delay * 2, 5.0)
                 continue
             self._producer = producer
+            self._batches = PartitionBatches(producer)
             self._connected.set()
             log.info("kafka producer connected to %s", self.settings.connection.bootstrap)
             return
@@ -159,33 +169,41 @@ class KafkaPublisher:
         all arrive within the ack timeout. Records sent before a failure may still arrive:
         the caller answers with an error and the sender retries (at-least-once).
         """
-        producer = self._producer
-        if producer is None:
+        producer, batches = self._producer, self._batches
+        if producer is None or batches is None:
             raise KafkaUnavailable("not connected to Kafka")
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.settings.ack_timeout):
-                futures = [
-                    await producer.send(
-                        self._topics[record.topic],
-                        record.value,
-                        key=record.key,
-                        headers=list(record.headers),
-                        timestamp_ms=record.timestamp_ms,
-                    )
-                    for record in records
-                ]
-                # asyncio.wait, not gather: a timeout must not cancel the producer's own futures.
-                if futures:
-                    await asyncio.wait(futures)
+                acks = await self._add(producer, batches, records)
+                # asyncio.wait, not gather: a timeout must not cancel the shared batch futures.
+                if acks:
+                    await asyncio.wait(acks)
         except TimeoutError as exc:
             raise KafkaUnavailable(
                 f"Kafka did not acknowledge within {self.settings.ack_timeout}s"
             ) from exc
         except KafkaError as exc:
             raise KafkaUnavailable(f"Kafka error: {exc}") from exc
-        for future in futures:
-            if future.exception() is not None:
-                raise KafkaUnavailable(f"Kafka error: {future.exception()}") from future.exception()
+        for ack in acks:
+            if ack.exception() is not None:
+                raise KafkaUnavailable(f"Kafka error: {ack.exception()}") from ack.exception()
         if self._ack_observer is not None:
             self._ack_observer(time.monotonic() - started)
+
+    async def _add(
+        self,
+        producer: AIOKafkaProducer,
+        batches: PartitionBatches,
+        records: Sequence[OutboundRecord],
+    ) -> set[asyncio.Future[None]]:
+        """Put each record in its partition's open batch; the futures of those batches."""
+        partitions: dict[str, list[int]] = {}
+        acks = set()
+        for record in records:
+            topic = self._topics[record.topic]
+            known = partitions.get(topic)
+            if known is None:
+                known = partitions[topic] = sorted(await producer.partitions_for(topic))
+            acks.add(batches.add(topic, known, record))
+        return acks
