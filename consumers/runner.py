@@ -92,7 +92,7 @@ class Runner:
                 return False
             await self._start(consumer, producer)
             if not await self._wait_for_topic(consumer):
-                return True
+                return True  # stopped before there was anything to consume
             consumer.subscribe([self.settings.topic], listener=_RebalanceListener(self))
             log.info(
                 "consuming %s in group %s into the %s sink",

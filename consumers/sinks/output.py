@@ -110,13 +110,16 @@ class OutputStream:
     def _drop_partial_record(fd: int) -> int:
         """Cut a record left half-written by a crash; it was never committed, so it comes again."""
         size = os.fstat(fd).st_size
-        if size == 0:
-            return 0
-        tail_start = max(0, size - 65536)
-        tail = os.pread(fd, size - tail_start, tail_start)
-        if tail.endswith(b"\n"):
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
             return size
-        end = tail_start + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            newline = os.pread(fd, end - start, start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
         os.ftruncate(fd, end)
         return end
 

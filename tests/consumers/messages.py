@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -14,12 +15,15 @@ from tests.support.corpus import corpus_events
 
 
 def with_fresh_ids(count: int) -> list[dict[str, Any]]:
-    """``count`` corpus events (cycled), each with its own new auditID."""
+    """``count`` corpus events (cycled) as a live cluster would send them now: each with its own
+    new auditID and current timestamps (Kafka time retention deletes records stamped 2018)."""
     corpus = corpus_events()
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     events = []
     for index in range(count):
         event = copy.deepcopy(corpus[index % len(corpus)])
         event["auditID"] = str(uuid.uuid4())
+        event["requestReceivedTimestamp"] = event["stageTimestamp"] = now
         events.append(event)
     return events
 

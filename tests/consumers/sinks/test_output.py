@@ -72,6 +72,15 @@ async def test_a_restart_appends_and_cuts_a_half_written_record(tmp_path: Path) 
     assert path.read_bytes() == b'{"a":1}\n{"c":3}\n'
 
 
+async def test_a_half_written_record_longer_than_the_read_window_is_cut_too(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(b'{"a":1}\n{"big":"' + b"x" * 200_000)
+    await write_all(OutputSettings(path), [[b'{"c":3}\n']])
+    assert path.read_bytes() == b'{"a":1}\n{"c":3}\n'
+
+
 async def test_an_unwritable_file_is_a_sink_error(tmp_path: Path) -> None:
     stream = OutputStream(OutputSettings(tmp_path / "missing-dir" / "audit.jsonl"))
     with pytest.raises(SinkError, match="missing-dir"):
