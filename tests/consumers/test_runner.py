@@ -219,3 +219,26 @@ async def test_filters_apply_before_the_sink(
     assert kept == [event["auditID"] for event in events if keeps(event)]
     assert 0 < len(kept) < len(events)
     assert sample(runner.metrics, "audit_consumer_events_filtered_total") == len(events) - len(kept)
+
+
+class AlwaysFailingSink(RecordingSink):
+    name = "always-failing"
+    failures = 10**9
+
+
+async def test_stop_while_the_sink_fails_returns_false_and_commits_nothing(
+    kafka_bootstrap: str, new_topic: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(SINKS, AlwaysFailingSink.name, AlwaysFailingSink)
+    topic = await new_topic(1)
+    await produce_events(kafka_bootstrap, topic, with_fresh_ids(10))
+    argv = ["--sink", "always-failing", "--kafka-bootstrap", kafka_bootstrap, "--topic", topic]
+    settings, sink, _ = build_settings([*argv, "--group", "failing", "--retry-backoff", "0.02"], {})
+    assert isinstance(sink, AlwaysFailingSink)
+    runner = Runner(settings, sink, ConsumerMetrics())
+    task = asyncio.create_task(runner.run())
+    await wait_until(lambda: sink.attempts >= 3, timeout=30, what="failed attempts")
+    runner.stop()
+    assert await asyncio.wait_for(task, 10) is False
+    assert sink.events == []
+    assert await committed_offsets(kafka_bootstrap, "failing", topic, 1) == [None]
