@@ -84,6 +84,8 @@ class Relay:
     bootstrap: str
     log_dir: Path
     extra_args: tuple[str, ...] = ()
+    # Where the relay's code comes from: this checkout, or another one (a baseline to compare).
+    source: Path = REPO
     topic: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:10]}")
     port: int = field(default_factory=unused_port)
     process: asyncio.subprocess.Process | None = None
@@ -104,7 +106,7 @@ class Relay:
         args += ["--workers", str(self.workers), "--log-level", "WARNING", *self.extra_args]
         with self.log_path.open("wb") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, *args, cwd=REPO, stdout=log, stderr=log
+                sys.executable, *args, cwd=self.source, stdout=log, stderr=log
             )
         await self._wait_ready(within)
 

@@ -40,6 +40,7 @@ from bench.measure import Timing, measure_relay  # noqa: E402
 from bench.procs import REPO, Relay, broker_process, machine, peak_rss_mb  # noqa: E402
 from bench.traffic import Traffic, published_values  # noqa: E402
 from relay.publisher import PublisherSettings  # noqa: E402
+from relay.settings import build_parser  # noqa: E402
 from tests.support.kafka import LocalBroker, create_topic, topic_size, unique_topic  # noqa: E402
 from tests.support.net import unused_port_pair  # noqa: E402
 
@@ -49,6 +50,10 @@ LARGE_BODY_BYTES = 10_000_000
 
 
 def _default(name: str) -> Any:
+    """A default of the relay as an operator starts it (its flag, else its publisher)."""
+    flag = build_parser({}).get_default(name)
+    if flag is not None:
+        return flag
     return next(f.default for f in fields(PublisherSettings) if f.name == name)
 
 
@@ -110,6 +115,17 @@ async def one_pass(
     traffics: dict[int, Traffic],
 ) -> dict[str, Any]:
     timing = Timing(args.warmup, args.seconds, args.paced_seconds)
+    baseline = None
+    if args.baseline:
+        print(f"  baseline relay from {args.baseline}: 1 worker, batches of 400", flush=True)
+        relay = Relay(1, bootstrap, work, source=args.baseline)
+        await relay.start()
+        try:
+            baseline = await measure_relay(
+                relay, traffics[400], senders=args.senders, timing=timing, broker=broker
+            )
+        finally:
+            await relay.stop()
     configs = []
     for workers in args.workers:
         for batch in args.batches:
@@ -138,13 +154,20 @@ async def one_pass(
         "ceiling": await ceiling(bootstrap, payloads, args.seconds, broker),
         "configs": configs,
     }
-    total = await topic_size(bootstrap, top["topic"])
-    print(f"  csv consumer over {total} events", flush=True)
-    result["consumer"] = await csv_consumer_rate(
-        bootstrap, top["topic"], total, log_dir=work, broker=broker, within=args.consumer_timeout
-    )
-    print(f"    {result['consumer']['events_per_s']:.0f} events/s", flush=True)
+    if not args.no_consumer:
+        total = await topic_size(bootstrap, top["topic"])
+        print(f"  csv consumer over {total} events", flush=True)
+        within = args.consumer_timeout
+        result["consumer"] = await csv_consumer_rate(
+            bootstrap, top["topic"], total, log_dir=work, broker=broker, within=within
+        )
+        print(f"    {result['consumer']['events_per_s']:.0f} events/s", flush=True)
     result["ratio"] = round(top["max"]["events_per_s"] / result["ceiling"]["events_per_s"], 3)
+    if baseline is not None:
+        baseline["ratio"] = round(
+            baseline["max"]["events_per_s"] / result["ceiling"]["events_per_s"], 3
+        )
+        result["baseline"] = baseline
     return result
 
 
@@ -161,16 +184,21 @@ def summarise(passes: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
     def top_of(p: dict[str, Any]) -> dict[str, Any]:
         return next(c for c in p["configs"] if c["workers"] == top["workers"] and c["batch"] == 400)
 
-    return {
+    summary = {
         "relay_events_per_s": median([top_of(p)["max"]["events_per_s"] for p in passes]),
         "ceiling_events_per_s": median([p["ceiling"]["events_per_s"] for p in passes]),
         "ratio": median([p["ratio"] for p in passes]),
         "ratios": [p["ratio"] for p in passes],
         "p99_ms": median([top_of(p)["at_75_percent"]["p99_ms"] for p in passes]),
         "p99_ms_at_max": median([top_of(p)["max"]["p99_ms"] for p in passes]),
-        "consumer_events_per_s": median([p["consumer"]["events_per_s"] for p in passes]),
         "headline_config": {"workers": top["workers"], "batch": 400},
     }
+    if "consumer" in last:
+        summary["consumer_events_per_s"] = median([p["consumer"]["events_per_s"] for p in passes])
+    if "baseline" in last:
+        summary["baseline_ratio"] = median([p["baseline"]["ratio"] for p in passes])
+        summary["baseline_ratios"] = [p["baseline"]["ratio"] for p in passes]
+    return summary
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -194,11 +222,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results |= summarise(passes, args)
             results["configs"] = passes[-1]["configs"]
             results["ceiling"] = passes[-1]["ceiling"]
-            results["consumer"] = passes[-1]["consumer"]
+            results["consumer"] = passes[-1].get("consumer")
             results["passes"] = passes
-            large = await large_bodies(bootstrap, work, args.paced_seconds, broker)
-            results["large_bodies"] = large
-            results["peak_rss_mb_10mb_bodies"] = large["peak_rss_mb"]
+            if not args.no_consumer:
+                large = await large_bodies(bootstrap, work, args.paced_seconds, broker)
+                results["large_bodies"] = large
+                results["peak_rss_mb_10mb_bodies"] = large["peak_rss_mb"]
     results["seconds"] = round(time.monotonic() - started, 1)
     results["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return results
@@ -210,6 +239,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1, help="passes; headline = median")
     parser.add_argument("--senders", type=int, default=8, help="concurrent senders")
     parser.add_argument("--profile", type=Path, help="directory for py-spy profiles per config")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of the relay to measure too, in the same pass (1 worker, batch 400)",
+    )
+    parser.add_argument(
+        "--no-consumer", action="store_true", help="skip the consumer (and the 10 MB bodies)"
+    )
+    parser.add_argument(
+        "--output", default="latest.json", help="file name of the results in bench/results"
+    )
     args = parser.parse_args(argv)
     args.workers = [1] if args.quick else [1, 2]
     args.batches = [400] if args.quick else [100, 400]
@@ -226,19 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = asyncio.run(run(args))
     text = orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n"
-    (RESULTS / "latest.json").write_bytes(text)
-    if not args.quick:
+    (RESULTS / args.output).write_bytes(text)
+    if not args.quick and args.output == "latest.json":
         from bench.chart import draw
 
         (RESULTS / "full.json").write_bytes(text)
         draw(results, RESULTS / "full.png")
-    print(
-        f"relay {results['relay_events_per_s']:.0f} events/s, ceiling "
-        f"{results['ceiling_events_per_s']:.0f}, ratio {results['ratio']:.2f}, p99 at 75% "
-        f"{results['p99_ms']:.0f} ms, csv consumer {results['consumer_events_per_s']:.0f} "
-        f"events/s, peak RSS with 10 MB bodies {results['peak_rss_mb_10mb_bodies']:.0f} MiB "
-        f"({results['seconds']:.0f} s)"
-    )
+    headline = ("relay_events_per_s", "ceiling_events_per_s", "ratio", "baseline_ratio")
+    headline += ("p99_ms", "consumer_events_per_s", "peak_rss_mb_10mb_bodies", "seconds")
+    print(", ".join(f"{name} {results[name]}" for name in headline if name in results))
     return 0
 
 
