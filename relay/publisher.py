@@ -40,7 +40,7 @@ class PublisherSettings:
     dead_letter_topic: str = "k8s-audit.dead-letter"
     partitions: int = 12
     replication_factor: int = 1
-    compression: str = "lz4"
+    compression: str = "zstd"
     ack_timeout: float = 10.0
     max_message_bytes: int = 1048576
     linger_ms: int = 5

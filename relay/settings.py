@@ -101,8 +101,8 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
     add(
         "--compression",
         choices=("lz4", "zstd", "gzip", "none"),
-        default="lz4",
-        help="Kafka compression codec",
+        default="zstd",
+        help="Kafka compression codec (zstd: aiokafka's lz4 is the slow high-compression mode)",
     )
     add(
         "--shutdown-grace",
