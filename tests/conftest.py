@@ -6,12 +6,14 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.support.kafka import LocalBroker, create_topic, unique_topic
 from tests.support.net import unused_port_pair
 from tests.support.postgres import LocalPostgres, create_database, drop_database
 from tests.support.processes import ProcessFactory
+from tests.support.relay import StartRelay, relay_starter
 
 
 @pytest.fixture(scope="session")
@@ -111,3 +113,17 @@ def postgres_factory() -> Iterator[Callable[[], LocalPostgres]]:
     yield make
     for server in made:
         server.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+@pytest.fixture
+def start_relay(
+    processes: ProcessFactory, kafka_bootstrap: str, http: aiohttp.ClientSession
+) -> StartRelay:
+    """Starts real relay processes (``python -m relay --insecure``) with fresh topics."""
+    return relay_starter(processes, kafka_bootstrap, http)

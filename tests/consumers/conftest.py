@@ -1,4 +1,4 @@
-"""Fixtures for the consumer tests: the relay's own fixtures, and consumer processes."""
+"""Fixtures for the consumer tests: consumer processes."""
 
 from __future__ import annotations
 
@@ -7,11 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-# The end-to-end tests start the real relay exactly as its own tests do.
-from tests.relay.conftest import http, start_relay
 from tests.support.processes import Process, ProcessFactory
-
-__all__ = ["http", "start_consumer", "start_relay"]
 
 StartConsumer = Callable[..., Process]
 

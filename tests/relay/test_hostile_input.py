@@ -17,10 +17,10 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.relay.conftest import RunningRelay, StartRelay
 from tests.support.corpus import corpus_events, event_list
 from tests.support.kafka import read_topic, topic_size
 from tests.support.net import wait_until
+from tests.support.relay import RunningRelay, StartRelay
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.relay.conftest import StartRelay
 from tests.support.corpus import corpus_events, event_list
 from tests.support.kafka import LocalBroker, read_topic, topic_size
 from tests.support.net import wait_until
+from tests.support.relay import StartRelay
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from relay.events import timestamp_ms
-from tests.relay.conftest import StartRelay
 from tests.support.corpus import corpus_events, event_list
 from tests.support.kafka import read_topic, topic_size
+from tests.support.relay import StartRelay
 
 pytestmark = pytest.mark.integration
 

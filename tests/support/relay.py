@@ -1,12 +1,11 @@
-"""Fixtures that run the real relay as an operator would: ``python -m relay`` in a process."""
+"""The real relay as an operator runs it: ``python -m relay`` in a process, ready on /readyz."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
-import pytest
 
 from tests.support.kafka import unique_topic
 from tests.support.net import unused_port, wait_until
@@ -26,17 +25,10 @@ class RunningRelay:
 StartRelay = Callable[..., Awaitable[RunningRelay]]
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        yield session
-
-
-@pytest.fixture
-def start_relay(
+def relay_starter(
     processes: ProcessFactory, kafka_bootstrap: str, http: aiohttp.ClientSession
 ) -> StartRelay:
-    """Starts a relay process on a free port with fresh topics; waits until /readyz says ready."""
+    """Starts relay processes on free ports with fresh topics; each waits until it is ready."""
 
     async def start(*args: str, bootstrap: str | None = None, ready: bool = True) -> RunningRelay:
         port = unused_port()
