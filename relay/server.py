@@ -28,7 +28,7 @@ PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics")
 async def serve(settings: RelaySettings, stop: asyncio.Event, *, reuse_port: bool = False) -> None:
     """Serve until ``stop`` is set, then shut down without losing an acknowledged event.
 
-    Called by ``relay.__main__`` in each worker. Shutdown order: readyz turns false and the
+    Called by ``relay.cli`` in each worker. Shutdown order: readyz turns false and the
     listening socket closes; requests in flight get ``shutdown_grace`` seconds to finish (each
     answers only after Kafka's acks or the spool's fsync); then the spool closes, and the
     producer flushes and closes.
