@@ -194,10 +194,13 @@ def build_batch(
     """Turn the items of one request into records: one per event, invalid items dead-lettered.
 
     ``fits`` says whether an encoded value is within the broker's message limit; events that do
-    not fit lose their request/response objects rather than being dropped.
+    not fit lose their request/response objects rather than being dropped. Each entry of
+    ``items`` is replaced by None once its record is built, so that the parsed events of a
+    large request are freed at once rather than held while it waits for Kafka's acks.
     """
     batch = Batch()
-    for item in items:
+    for index, item in enumerate(items):
+        items[index] = None  # ``item`` keeps it alive until its record is built
         reason = invalid_reason(item)
         if reason is not None:
             # A broken event can carry a Secret as well as a valid one.
