@@ -42,6 +42,7 @@ async def csv_consumer_rate(
     log_dir: Path,
     broker: list[psutil.Process],
     within: float,
+    source: Path = REPO,
 ) -> dict[str, Any]:
     """Consume ``total`` messages of ``topic`` with one CSV consumer; its rate and cost."""
     port = unused_port()
@@ -51,7 +52,7 @@ async def csv_consumer_rate(
     log_path = log_dir / f"consumer-{topic}.log"
     with log_path.open("wb") as log:
         consumer = await asyncio.create_subprocess_exec(
-            sys.executable, *args, cwd=REPO, stdout=asyncio.subprocess.DEVNULL, stderr=log
+            sys.executable, *args, cwd=source, stdout=asyncio.subprocess.DEVNULL, stderr=log
         )
     process = psutil.Process(consumer.pid)
     meter = CpuMeter({"consumer": [process], "broker": broker})

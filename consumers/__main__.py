@@ -19,6 +19,7 @@ from consumers.runner import Runner
 from consumers.settings import ConsumerSettings, build_settings
 from consumers.sinks import Sink
 from relay.errors import ConfigError, KafkaUnavailable
+from relay.gc_policy import tune_for_bulk_json
 
 log = logging.getLogger("consumers")
 
@@ -55,6 +56,7 @@ def run_consumer(argv: Sequence[str]) -> int:
         print(f"audit-consumer: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(level)
+    tune_for_bulk_json()
     try:
         return asyncio.run(consume(settings, sink))
     except ConfigError as exc:

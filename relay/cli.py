@@ -8,7 +8,6 @@ The entry point (``python -m relay`` runs it); the only module that touches sign
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import multiprocessing
 import os
@@ -20,6 +19,7 @@ from dataclasses import replace
 from multiprocessing.connection import wait
 
 from relay.errors import ConfigError
+from relay.gc_policy import tune_for_bulk_json
 from relay.settings import RelaySettings, build_settings
 
 log = logging.getLogger("relay")
@@ -47,12 +47,7 @@ def run_worker(settings: RelaySettings, level: str, reuse_port: bool) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop, reuse_port=reuse_port)
 
-    # Each request body parses into ~10^5 short-lived, acyclic objects. With the default
-    # thresholds the cyclic collector traverses them (and everything older) many times per
-    # body: a third to half of the CPU under load (bench/run.py). Start-up objects are frozen
-    # out of collection, and young objects are collected every 200,000 allocations, not 700.
-    gc.freeze()
-    gc.set_threshold(200_000, 10, 10)
+    tune_for_bulk_json()
     try:
         asyncio.run(run())
     except ConfigError as exc:  # found only when the worker starts, e.g. an unusable --spool-dir
