@@ -160,7 +160,8 @@ class Redactor:
                 if secret_context or candidate.get("kind") == "Secret":
                     changed |= self._secret(candidate)
                 kind = candidate.get("kind")
-                changed |= self._token(candidate, kind if kind in _TOKEN_KINDS else token_kind)
+                own_kind = kind if isinstance(kind, str) and kind in _TOKEN_KINDS else None
+                changed |= self._token(candidate, own_kind or token_kind)
         elif isinstance(body, list):
             for op in body:
                 changed |= self._patch_op(op, secret_context)

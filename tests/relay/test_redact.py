@@ -162,6 +162,15 @@ def test_a_secret_is_found_by_kind_whatever_the_resource() -> None:
     assert result["requestObject"]["items"][1]["data"] == {"a": "b"}
 
 
+def test_a_kind_that_is_not_a_string_is_no_error() -> None:
+    # Found by hypothesis: a list as "kind" once raised TypeError (a 500 for the whole batch).
+    event = {"objectRef": {"resource": "secrets"}, "requestObject": {"kind": [], **secret_object()}}
+    event["requestObject"]["kind"] = []
+    result, changed = redacted(event)
+    assert changed
+    assert_no_secret(result)
+
+
 def test_merge_patch_bodies() -> None:
     patch = {
         "data": {"password": ENCODED["password"], "gone": None},
