@@ -20,15 +20,9 @@ from consumers.settings import ConsumerSettings, build_settings
 from consumers.sinks import Sink
 from relay.errors import ConfigError, KafkaUnavailable
 from relay.gc_policy import tune_for_bulk_json
+from relay.logs import configure_logging
 
 log = logging.getLogger("consumers")
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 async def consume(settings: ConsumerSettings, sink: Sink) -> int:
@@ -50,6 +44,7 @@ async def consume(settings: ConsumerSettings, sink: Sink) -> int:
 
 
 def run_consumer(argv: Sequence[str]) -> int:
+    configure_logging()  # settings may warn while they are parsed
     try:
         settings, sink, level = build_settings(argv, os.environ)
     except ConfigError as exc:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from types import TracebackType
-from typing import Self
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from relay.errors import ConfigError
+from relay.resource import AsyncResource
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ class ConsumerMetrics:
         return generate_latest(self.registry)
 
 
-class MetricsServer:
+class MetricsServer(AsyncResource):
     """Serves ``GET /metrics`` and ``GET /healthz`` on ``--metrics-listen``.
 
     Started and stopped by ``consumers.__main__`` around the runner; ``start``/``stop`` are
@@ -106,15 +105,3 @@ class MetricsServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()

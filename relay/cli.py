@@ -20,18 +20,10 @@ from multiprocessing.connection import wait
 
 from relay.errors import ConfigError
 from relay.gc_policy import tune_for_bulk_json
+from relay.logs import configure_logging
 from relay.settings import RelaySettings, build_settings
 
 log = logging.getLogger("relay")
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def run_worker(settings: RelaySettings, level: str, reuse_port: bool) -> int:
@@ -107,6 +99,7 @@ def supervise(settings: RelaySettings, level: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()  # settings may warn (e.g. about a random redaction key) while parsed
     try:
         settings, level = build_settings(sys.argv[1:] if argv is None else argv, os.environ)
     except ConfigError as exc:

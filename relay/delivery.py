@@ -19,11 +19,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from relay.errors import KafkaUnavailable
 from relay.metrics import RelayMetrics
 from relay.records import OutboundRecord
+from relay.resource import AsyncResource
 from relay.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class DeliverySettings:
     max_inflight_bytes: int = 128 << 20
 
 
-class Delivery:
+class Delivery(AsyncResource):
     """Publishes to Kafka, falls back to the spool, and replays the spool in the background.
 
     Owned by ``relay.server``: started after the publisher and stopped before it. ``start`` and
@@ -84,18 +84,6 @@ class Delivery:
             self._replayer = None
         if self.spool is not None:
             await self.spool.stop()
-
-    async def __aenter__(self) -> Delivery:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def deliver(self, records: Sequence[OutboundRecord]) -> None:
         """Return once ``records`` are acknowledged by Kafka or durable in the spool.

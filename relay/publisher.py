@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 
 import cramjam
 from aiokafka import AIOKafkaProducer
@@ -19,6 +18,7 @@ from relay.errors import KafkaUnavailable
 from relay.kafka_connection import KafkaConnection
 from relay.partition_batches import PartitionBatches
 from relay.records import DEAD_LETTER, EVENTS, OutboundRecord
+from relay.resource import AsyncResource
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ _COMPRESSORS: dict[str, Callable[[bytes], object]] = {
 }
 # Room for the record batch and record headers around the largest value, in bytes.
 _BATCH_OVERHEAD = 4096
+# Longest wait between two attempts to connect, in seconds.
+_MAX_CONNECT_DELAY = 5.0
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class PublisherSettings:
     linger_ms: int = 5
 
 
-class KafkaPublisher:
+class KafkaPublisher(AsyncResource):
     """Owns the producer. ``relay.server`` starts it before serving and stops it after.
 
     ``start()`` returns at once; the connection (and topic creation) is retried in the
@@ -92,20 +94,9 @@ class KafkaPublisher:
             await producer.stop()
             log.info("kafka producer flushed and closed")
 
-    async def __aenter__(self) -> KafkaPublisher:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
     async def _connect(self) -> None:
         delay = 0.2
+        attempts = 0
         while True:
             producer = AIOKafkaProducer(
                 **self.settings.connection.client_kwargs(),
@@ -122,15 +113,21 @@ class KafkaPublisher:
                 await self._ensure_topics()
             except (KafkaError, OSError) as exc:
                 await producer.stop()
-                log.warning(
-                    "kafka not reachable at %s (%s); retrying in %.1fs",
+                attempts += 1
+                # One warning per outage; the retries are news only when debugging.
+                log.log(
+                    logging.WARNING if attempts == 1 else logging.DEBUG,
+                    "kafka not reachable at %s (%s); retrying every %.0fs at most",
                     self.settings.connection.bootstrap,
                     exc,
-                    delay,
+                    _MAX_CONNECT_DELAY,
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, _MAX_CONNECT_DELAY)
                 continue
+            except asyncio.CancelledError:
+                await producer.stop()  # stopped while connecting: close what was half opened
+                raise
             self._producer = producer
             self._batches = PartitionBatches(producer)
             self._connected.set()

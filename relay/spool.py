@@ -21,11 +21,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from relay import spool_dir, spool_format
 from relay.errors import Overloaded
 from relay.records import OutboundRecord
+from relay.resource import AsyncResource
 from relay.spool_dir import Segment, SpoolDir
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class SpoolStats:
     replay_rate: float
 
 
-class Spool:
+class Spool(AsyncResource):
     """A per-worker, append-only, fsynced store of records that Kafka has not acknowledged.
 
     Owned by the relay's delivery layer: it calls ``append`` for the records of a request that
@@ -90,18 +90,6 @@ class Spool:
                 directory.release()
             self._adopted.clear()
             self._home = None
-
-    async def __aenter__(self) -> Spool:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def empty(self) -> bool:

@@ -16,11 +16,11 @@ import logging
 import os
 import ssl
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from relay.errors import ConfigError
 from relay.options import EnvArgumentParser, positive_float
+from relay.resource import AsyncResource
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def _stamp(settings: TLSSettings) -> _Stamp:
     return tuple(stamps)
 
 
-class ServerTLS:
+class ServerTLS(AsyncResource):
     """The ``SSLContext`` the relay's server listens with, kept up to date with its files.
 
     ``relay.app`` makes one per process when TLS is on, passes ``context`` to its site, and
@@ -161,15 +161,3 @@ class ServerTLS:
         while True:
             await asyncio.sleep(self.settings.reload_interval)
             self.reload_if_changed()
-
-    async def __aenter__(self) -> ServerTLS:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
