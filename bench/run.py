@@ -162,6 +162,18 @@ async def one_pass(
             bootstrap, top["topic"], total, log_dir=work, broker=broker, within=within
         )
         print(f"    {result['consumer']['events_per_s']:.0f} events/s", flush=True)
+        if args.baseline:
+            result["baseline_consumer"] = await csv_consumer_rate(
+                bootstrap,
+                top["topic"],
+                total,
+                log_dir=work,
+                broker=broker,
+                within=within,
+                source=args.baseline,
+            )
+            rate = result["baseline_consumer"]["events_per_s"]
+            print(f"    baseline csv consumer {rate:.0f} events/s", flush=True)
     result["ratio"] = round(top["max"]["events_per_s"] / result["ceiling"]["events_per_s"], 3)
     if baseline is not None:
         baseline["ratio"] = round(
@@ -195,6 +207,10 @@ def summarise(passes: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
     }
     if "consumer" in last:
         summary["consumer_events_per_s"] = median([p["consumer"]["events_per_s"] for p in passes])
+    if "baseline_consumer" in last:
+        summary["baseline_consumer_events_per_s"] = median(
+            [p["baseline_consumer"]["events_per_s"] for p in passes]
+        )
     if "baseline" in last:
         summary["baseline_ratio"] = median([p["baseline"]["ratio"] for p in passes])
         summary["baseline_ratios"] = [p["baseline"]["ratio"] for p in passes]
@@ -242,7 +258,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--baseline",
         type=Path,
-        help="a checkout of the relay to measure too, in the same pass (1 worker, batch 400)",
+        help="a checkout to measure too, in the same pass: its relay (1 worker, batch 400) and "
+        "its csv consumer",
     )
     parser.add_argument(
         "--no-consumer", action="store_true", help="skip the consumer (and the 10 MB bodies)"
@@ -273,7 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         (RESULTS / "full.json").write_bytes(text)
         draw(results, RESULTS / "full.png")
     headline = ("relay_events_per_s", "ceiling_events_per_s", "ratio", "baseline_ratio")
-    headline += ("p99_ms", "consumer_events_per_s", "peak_rss_mb_10mb_bodies", "seconds")
+    headline += (
+        "p99_ms",
+        "consumer_events_per_s",
+        "baseline_consumer_events_per_s",
+        "peak_rss_mb_10mb_bodies",
+        "seconds",
+    )
     print(", ".join(f"{name} {results[name]}" for name in headline if name in results))
     return 0
 

@@ -2,16 +2,20 @@
 
 Filters and the CSV sink read fields through the properties of ``ConsumedEvent`` so that every
 consumer agrees on where a field lives in the event (``user.username``, ``objectRef.resource``...).
+
+Decoding is narrow (``consumers.event_json``): the properties read only the top-level fields
+they need; sinks that need the whole event read ``data``, decoded on first use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from consumers.event_json import project, top_fields, whole
 from relay.errors import BadRequest
 
 DECISION_ANNOTATION = "authorization.k8s.io/decision"
@@ -22,20 +26,43 @@ REASON_ANNOTATION = "authorization.k8s.io/reason"
 class ConsumedEvent:
     """One audit event decoded from one Kafka message; what filters and sinks receive.
 
-    ``data`` is the event object (an audit.log line: ``kind``, ``apiVersion`` and the fields as
-    the apiserver sent them); ``raw`` is the message value exactly as consumed; ``cluster`` is
-    the relay's ``cluster`` header, None when absent.
+    ``raw`` is the message value exactly as consumed (an audit.log line: ``kind``,
+    ``apiVersion`` and the fields as the apiserver sent them); ``data`` is that event as an
+    object, decoded on first use; ``cluster`` is the relay's ``cluster`` header, None when
+    absent. Built by ``decode``, or by ``with_data`` for a sink's cleaned copy.
     """
 
-    data: Mapping[str, Any]
     raw: bytes
     cluster: str | None
     topic: str
     partition: int
     offset: int
+    top: Mapping[str, Any] = field(repr=False, compare=False)
+    _data: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """The whole event, as ``orjson.loads(raw)`` gives it; decoded once, on first use."""
+        if self._data is None:
+            object.__setattr__(self, "_data", whole(self.raw))
+        assert self._data is not None
+        return self._data
+
+    def with_data(self, data: Mapping[str, Any]) -> ConsumedEvent:
+        """The same message carrying ``data`` instead (re-encoded as ``raw``); for a sink that
+        must clean events before storing them."""
+        return ConsumedEvent(
+            orjson.dumps(data),
+            self.cluster,
+            self.topic,
+            self.partition,
+            self.offset,
+            project(data),
+            data,
+        )
 
     def _text(self, *path: str) -> str | None:
-        value: Any = self.data
+        value: Any = self.top
         for key in path:
             if not isinstance(value, Mapping):
                 return None
@@ -47,7 +74,7 @@ class ConsumedEvent:
         return None
 
     def _texts(self, *path: str) -> tuple[str, ...]:
-        value: Any = self.data
+        value: Any = self.top
         for key in path:
             if not isinstance(value, Mapping):
                 return ()
@@ -58,7 +85,7 @@ class ConsumedEvent:
 
     @property
     def audit_id(self) -> str:
-        return str(self.data["auditID"])
+        return str(self.top["auditID"])
 
     @property
     def stage(self) -> str | None:
@@ -148,16 +175,20 @@ def decode(
     """
     if value is None:
         raise BadRequest("message has no value")
-    try:
-        data = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"value is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BadRequest(f"value is a JSON {type(data).__name__}, not an object")
-    if not isinstance(data.get("auditID"), str):
+    top = top_fields(value)
+    data = None
+    if top is None:
+        try:
+            data = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"value is not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise BadRequest(f"value is a JSON {type(data).__name__}, not an object")
+        top = project(data)
+    if not isinstance(top.get("auditID"), str):
         raise BadRequest("missing or non-string field 'auditID'")
     cluster = None
     for key, header in headers:
         if key == "cluster":
             cluster = header.decode("utf-8", errors="replace")
-    return ConsumedEvent(data, value, cluster, topic, partition, offset)
+    return ConsumedEvent(value, cluster, topic, partition, offset, top, data)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-
-import orjson
 
 from consumers.events import ConsumedEvent
 
@@ -76,8 +73,7 @@ def storable(event: ConsumedEvent) -> ConsumedEvent:
     """
     if b"\\u0000" not in event.raw:
         return event
-    data = _without_nul(event.data)
-    return dataclasses.replace(event, data=data, raw=orjson.dumps(data))
+    return event.with_data(_without_nul(event.data))
 
 
 def row(event: ConsumedEvent) -> Row:
