@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from relay.auth import CLUSTER
-from relay.body import parse_json, read_body
+from relay.body import parse_body, read_body
 from relay.errors import (
     AuditRelayError,
     BadRequest,
@@ -22,7 +22,7 @@ from relay.errors import (
     Unauthorized,
     UnsupportedEncoding,
 )
-from relay.events import EventTransform, build_batch, dead_letter, items_of
+from relay.events import EventTransform, MayTransform, build_batch, dead_letter
 from relay.metrics import CONTENT_TYPE, RelayMetrics
 from relay.publisher import KafkaPublisher
 from relay.records import OutboundRecord
@@ -73,12 +73,14 @@ class WebhookHandler:
         metrics: RelayMetrics,
         deliver: Deliver,
         transform: EventTransform | None,
+        may_transform: MayTransform | None,
     ) -> None:
         self.settings = settings
         self.publisher = publisher
         self.metrics = metrics
         self.deliver = deliver
         self.transform = transform
+        self.may_transform = may_transform
 
     async def receive(self, request: web.Request) -> web.Response:
         timeout = self.settings.limits.client_timeout
@@ -91,7 +93,7 @@ class WebhookHandler:
         cluster = request.get(CLUSTER, self.settings.cluster)
         limit = self.settings.publisher.max_message_bytes // 2
         try:
-            items, api_version = items_of(parse_json(body))
+            items, api_version = parse_body(body)
         except BadRequest as exc:
             # Keep what was sent, so that a sender's bug loses nothing; 503 if even that fails.
             await self.deliver([dead_letter(body, str(exc), cluster, limit)])
@@ -104,6 +106,7 @@ class WebhookHandler:
             fits=self.publisher.fits,
             dead_letter_limit=limit,
             transform=self.transform,
+            may_transform=self.may_transform,
         )
         await self.deliver(batch.records)
         self.metrics.events_accepted.inc(batch.accepted)
@@ -129,10 +132,13 @@ def build_app(
     *,
     deliver: Deliver | None = None,
     transform: EventTransform | None = None,
+    may_transform: MayTransform | None = None,
     middlewares: Sequence[Middleware] = (),
 ) -> web.Application:
     """The aiohttp application; ``relay.server`` runs it, tests may run it in-process."""
-    webhook = WebhookHandler(settings, publisher, metrics, deliver or publisher.publish, transform)
+    webhook = WebhookHandler(
+        settings, publisher, metrics, deliver or publisher.publish, transform, may_transform
+    )
 
     @web.middleware
     async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 import orjson
+from msgspec import Raw
 
+from relay import fast_items
 from relay.errors import BadRequest
 from relay.records import DEAD_LETTER, EVENTS, OutboundRecord
 
@@ -69,6 +71,10 @@ TRUNCATED_ANNOTATION = "audit.k8s.io/truncated"
 
 # Called on each valid event before it is encoded (redaction); returns whether it changed it.
 EventTransform = Callable[[dict[str, Any]], bool]
+# Whether the transform could change an event, from its objectRef's resource and subresource
+# ("" when absent) and the JSON of its request and response objects; False lets the event be
+# published unparsed.
+MayTransform = Callable[[str, str, Sequence[bytes]], bool]
 
 
 @dataclass
@@ -134,18 +140,27 @@ def event_headers(event: dict[str, Any], api_version: str, cluster: str) -> list
     """The headers consumers filter and route on without decoding the value."""
     object_ref = event.get("objectRef") or {}
     user = event.get("user") or {}
-    candidates = (
-        ("cluster", cluster),
-        ("apiVersion", api_version),
-        ("verb", event.get("verb")),
-        ("stage", event.get("stage")),
-        ("level", event.get("level")),
-        ("resource", object_ref.get("resource")),
-        ("namespace", object_ref.get("namespace")),
-        ("user", user.get("username")),
+    return headers_of(
+        cluster,
+        api_version,
+        event.get("verb"),
+        event.get("stage"),
+        event.get("level"),
+        object_ref.get("resource"),
+        object_ref.get("namespace"),
+        user.get("username"),
     )
+
+
+HEADER_NAMES = ("cluster", "apiVersion", "verb", "stage", "level", "resource", "namespace", "user")
+
+
+def headers_of(*values: Any) -> list[tuple[str, bytes]]:
+    """The headers with ``values`` in the order of HEADER_NAMES, but those not a non-empty str."""
     return [
-        (name, value.encode()) for name, value in candidates if isinstance(value, str) and value
+        (name, value.encode())
+        for name, value in zip(HEADER_NAMES, values, strict=True)
+        if isinstance(value, str) and value
     ]
 
 
@@ -190,17 +205,29 @@ def build_batch(
     fits: Callable[[bytes], bool],
     dead_letter_limit: int,
     transform: EventTransform | None = None,
+    may_transform: MayTransform | None = None,
 ) -> Batch:
     """Turn the items of one request into records: one per event, invalid items dead-lettered.
 
     ``fits`` says whether an encoded value is within the broker's message limit; events that do
     not fit lose their request/response objects rather than being dropped. Each entry of
     ``items`` is replaced by None once its record is built, so that the parsed events of a
-    large request are freed at once rather than held while it waits for Kafka's acks.
+    large request are freed at once rather than held while it waits for Kafka's acks. Items
+    that are ``msgspec.Raw`` (``relay.body.parse_body``) are published as their own bytes when
+    ``passed_through`` can, and parsed otherwise; with a ``transform`` only when
+    ``may_transform`` says it would not change them.
     """
     batch = Batch()
     for index, item in enumerate(items):
         items[index] = None  # ``item`` keeps it alive until its record is built
+        if isinstance(item, Raw):
+            record = passed_through(item, api_version, cluster, fits, transform, may_transform)
+            if record is not None:
+                batch.records.append(record)
+                batch.accepted += 1
+                continue
+            # relay.fast_items.event_list let through only bytes that orjson accepts.
+            item = orjson.loads(memoryview(item))
         reason = invalid_reason(item)
         if reason is not None:
             # A broken event can carry a Secret as well as a valid one.
@@ -234,3 +261,46 @@ def build_batch(
         )
         batch.accepted += 1
     return batch
+
+
+def passed_through(
+    raw: Raw,
+    api_version: str,
+    cluster: str,
+    fits: Callable[[bytes], bool],
+    transform: EventTransform | None,
+    may_transform: MayTransform | None,
+) -> OutboundRecord | None:
+    """The record of a valid event whose value is its own bytes, or None to parse it in full.
+
+    None also when the event may need ``transform``, or would not fit: the full path redacts and
+    truncates it.
+    """
+    passable = fast_items.passable(raw, api_version)
+    if passable is None:
+        return None
+    fields, value = passable
+    ref = fast_items.object_ref(fields)
+    if transform is not None and (
+        may_transform is None
+        or may_transform(ref.resource or "", ref.subresource or "", fast_items.bodies(fields))
+    ):
+        return None
+    try:
+        timestamp = timestamp_ms(fields.stageTimestamp)
+    except ValueError:
+        return None
+    if not fits(value):
+        return None
+    username = fast_items.user(fields).username
+    headers = headers_of(
+        cluster,
+        api_version,
+        fields.verb,
+        fields.stage,
+        fields.level,
+        ref.resource,
+        ref.namespace,
+        username,
+    )
+    return OutboundRecord(EVENTS, value, fields.auditID.encode(), tuple(headers), timestamp)

@@ -24,8 +24,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,10 @@ _TOKEN_RESOURCES = {
     ("serviceaccounts", "token"): "TokenRequest",
     ("tokenreviews", ""): "TokenReview",
 }
+# What ``may_redact`` looks for in an event's objects. An escape that may write a letter
+# ("\\u0053ecret" is "Secret") could hide them.
+_LETTER_ESCAPE = re.compile(rb"\\u00[4-7]")
+_KIND_NAMES = (b"Secret", b"TokenRe")
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,24 @@ class Redactor:
                 annotations = event["annotations"] = {}
             annotations[REDACTED_ANNOTATION] = "true"
         return changed
+
+    def may_redact(self, resource: str, subresource: str, bodies: Sequence[bytes]) -> bool:
+        """Whether ``redact`` could change an event: False only when it certainly would not.
+
+        ``relay.events.build_batch`` asks, for each event it could publish without parsing it,
+        with the event's objectRef resource and subresource ("" when absent) and the JSON of its
+        requestObject and responseObject (those present). It looks for what ``redact`` acts on:
+        a redacted or token resource, or the kind of a Secret or token object. Never raises.
+        """
+        if not bodies:
+            return False
+        secret_context = resource in self._resources and not subresource
+        if secret_context or (resource, subresource) in _TOKEN_RESOURCES:
+            return True
+        return any(
+            any(name in body for name in _KIND_NAMES) or _LETTER_ESCAPE.search(body) is not None
+            for body in bodies
+        )
 
     def _body(
         self, event: dict[str, Any], name: str, secret_context: bool, token_kind: str | None

@@ -58,6 +58,7 @@ async def serve(settings: RelaySettings, stop: asyncio.Event, *, reuse_port: boo
             lifecycle,
             deliver=delivery.deliver,
             transform=redactor.redact if redaction.enabled else None,
+            may_transform=redactor.may_redact,
             middlewares=[authenticate, limit],
         )
         runner = web.AppRunner(
