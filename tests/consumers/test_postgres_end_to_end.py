@@ -109,7 +109,6 @@ async def test_redelivery_adds_no_row(
     topic = await new_topic(2)
     events = with_fresh_ids(600)
     await produce_events(kafka_bootstrap, topic, events)
-    await produce_events(kafka_bootstrap, topic, events[:100])  # the apiserver re-sent a batch
     env = postgres_env(postgres_dsn, tmp_path)
     # No duplicate suppression in the consumer: the table's unique key alone must do it.
     flags = ["--sink", "postgres", "--topic", topic, "--dedupe-window", "0", "--max-batch", "25"]
@@ -117,8 +116,16 @@ async def test_redelivery_adds_no_row(
     await wait_for_rows(postgres_dsn, 200, first)
     first.popen.kill()  # mid-stream: a batch may be in the table but its offsets not committed
     first.wait(10)
+    # The apiserver re-sent a batch; only the restarted consumer can commit past it.
+    await produce_events(kafka_bootstrap, topic, events[:100])
     again = start_consumer(*flags, group="pg", env=env)
     await wait_for_rows(postgres_dsn, 600, again)
+    await wait_until(
+        lambda: committed_at_least(kafka_bootstrap, "pg", topic, 2, 700),
+        timeout=60,
+        interval=0.2,
+        what="the restarted consumer committed everything",
+    )
     assert wait_for_exit_or_fail(again, signal.SIGTERM, 20) == 0
     committed, end = await committed_and_end(kafka_bootstrap, "pg", topic, 2)
     assert committed == end == 700
