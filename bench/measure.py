@@ -104,10 +104,13 @@ def _per_cpu(result: LoadResult, cpu: dict[str, float]) -> float:
 
 def _line(summary: dict[str, Any]) -> str:
     failures = summary["failures"] or "none"
+    cores = "  ".join(
+        f"{name} {summary[f'{name}_cpu_cores']:.2f}"
+        for name in ("relay", "broker", "other")
+        if f"{name}_cpu_cores" in summary
+    )
     return (
         f"{summary['events_per_s']:>9.0f} events/s  p50 {summary['p50_ms']:.0f} ms  "
         f"p99 {summary['p99_ms']:.0f} ms  max {summary['max_ms']:.0f} ms  "
-        f"relay {summary.get('relay_cpu_cores', 0):.2f} cores  "
-        f"broker {summary.get('broker_cpu_cores', 0):.2f}  "
-        f"other {summary.get('other_cpu_cores', 0):.2f}  failures {failures}"
+        f"{cores}  failures {failures}"
     )

@@ -289,8 +289,11 @@ def main(argv: list[str] | None = None) -> int:
 
         (RESULTS / "full.json").write_bytes(text)
         draw(results, RESULTS / "full.png")
-    headline = ("relay_events_per_s", "ceiling_events_per_s", "ratio", "baseline_ratio")
-    headline += (
+    headline = (
+        "relay_events_per_s",
+        "ceiling_events_per_s",
+        "ratio",
+        "baseline_ratio",
         "p99_ms",
         "consumer_events_per_s",
         "baseline_consumer_events_per_s",
