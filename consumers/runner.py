@@ -90,6 +90,7 @@ class Runner:
             client_id=self.settings.client_id, acks="all", enable_idempotence=True, **kafka
         )
         self._consumer = consumer
+        leave_by: float | None = None
         try:
             if not await self._retry("open", "open the sink", self.sink.open):
                 return False
@@ -104,17 +105,55 @@ class Runner:
                 self.settings.sink,
             )
             clean = await self._consume(consumer, producer)
-            async with self._lock:
-                await self._commit_flushed()
-            return clean and not self._uncommitted
+            leave_by = asyncio.get_running_loop().time() + self.settings.shutdown_grace
+            committed = await self._before(leave_by, self._commit_last(), "commit offsets")
+            return clean and committed and not self._uncommitted
         finally:
-            if self._commit_in_flight is not None:
-                # It commits flushed offsets only: let it end before its client closes.
-                await asyncio.gather(self._commit_in_flight, return_exceptions=True)
-            await consumer.stop()
-            await producer.stop()
+            if leave_by is None:
+                leave_by = asyncio.get_running_loop().time() + self.settings.shutdown_grace
+            await asyncio.gather(
+                self._before(leave_by, self._leave_group(consumer), "leave the group"),
+                producer.stop(),  # nothing is left to send: it returns at once, Kafka up or not
+            )
             await self.sink.close()
             log.info("stopped")
+
+    async def _before(self, deadline: float, step: Awaitable[None], what: str) -> bool:
+        """Run one shutdown step until ``deadline``; False (and logged) when it was cut short.
+
+        aiokafka waits for an unreachable coordinator without end, at stop as at commit: the
+        grace keeps a stopped consumer from hanging until the orchestrator's SIGKILL.
+        """
+        try:
+            async with asyncio.timeout_at(deadline):
+                await step
+        except TimeoutError:
+            log.error(
+                "could not %s within --shutdown-grace %g s: Kafka did not answer",
+                what,
+                self.settings.shutdown_grace,
+            )
+            return False
+        return True
+
+    async def _commit_last(self) -> None:
+        async with self._lock:
+            await self._commit_flushed()
+
+    async def _leave_group(self, consumer: AIOKafkaConsumer) -> None:
+        in_flight = self._commit_in_flight
+        if in_flight is not None and not in_flight.done():
+            # It commits flushed offsets only: let it end before its client closes.
+            await asyncio.gather(in_flight, return_exceptions=True)
+        try:
+            await consumer.stop()
+        except asyncio.CancelledError:
+            # With Kafka down, aiokafka's fetcher re-raises the cancellation of its own pending
+            # fetches (aio-libs/aiokafka#647); only a cancellation of this task goes on up.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            log.warning("the Kafka consumer closed with fetches still pending")
 
     async def _start(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         try:

@@ -33,6 +33,7 @@ class ConsumerSettings:
     start_from: str = "earliest"
     max_batch: int = 500
     session_timeout: float = 10.0
+    shutdown_grace: float = 20.0
     retry_backoff: float = 0.5
     retry_backoff_max: float = 30.0
     dedupe_window: int = 10000
@@ -73,6 +74,14 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
         type=positive_float,
         default=10.0,
         help="seconds before the group gives a silent replica's partitions to the others",
+    )
+    add(
+        "--shutdown-grace",
+        type=positive_float,
+        default=20.0,
+        help="seconds after the last batch to commit and leave the group when stopping; "
+        "past them (Kafka unreachable) the consumer exits anyway, 1 if offsets were left "
+        "uncommitted (those events are consumed again)",
     )
     add(
         "--retry-backoff",
@@ -146,6 +155,7 @@ def build_settings(
         start_from=args.start_from,
         max_batch=args.max_batch,
         session_timeout=args.session_timeout,
+        shutdown_grace=args.shutdown_grace,
         retry_backoff=args.retry_backoff,
         retry_backoff_max=args.retry_backoff_max,
         dedupe_window=args.dedupe_window,

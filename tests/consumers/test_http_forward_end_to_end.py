@@ -14,8 +14,8 @@ from relay.events import invalid_reason
 from tests.consumers.conftest import StartConsumer
 from tests.consumers.http_receiver import Answer, Receiver, bulk_success
 from tests.consumers.messages import with_fresh_ids
-from tests.consumers.test_main import committed_and_end
 from tests.support.corpus import event_list
+from tests.support.kafka import committed_and_end
 from tests.support.net import wait_until
 from tests.support.processes import wait_for_exit_or_fail
 

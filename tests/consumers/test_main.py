@@ -13,13 +13,12 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from relay.events import invalid_reason
 from tests.consumers.conftest import StartConsumer
 from tests.consumers.messages import original_row, produce_events, with_fresh_ids
 from tests.support.corpus import corpus_events, event_list
-from tests.support.kafka import unique_topic
+from tests.support.kafka import committed_and_end, unique_topic
 from tests.support.net import unused_port, wait_until
 from tests.support.processes import Process, ProcessFactory, wait_for_exit_or_fail
 
@@ -39,20 +38,6 @@ def assigned_partitions(process: Process) -> set[int]:
     """The partitions of the process's latest 'partitions assigned' log line."""
     lines = re.findall(r"partitions assigned: \S+\[([\d,]*)\]", process.stderr())
     return {int(p) for p in lines[-1].split(",")} if lines and lines[-1] else set()
-
-
-async def committed_and_end(
-    bootstrap: str, group: str, topic: str, partitions: int
-) -> tuple[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        ends = await consumer.end_offsets(tps)
-        committed = [await consumer.committed(tp) or 0 for tp in tps]
-        return sum(committed), sum(ends.values())
-    finally:
-        await consumer.stop()
 
 
 def event_key(event: dict[str, Any]) -> tuple[Any, ...]:

@@ -15,8 +15,8 @@ from relay.events import invalid_reason
 from tests.consumers.conftest import StartConsumer
 from tests.consumers.messages import produce_events, with_fresh_ids
 from tests.consumers.sinks.test_postgres import first_of_each_key
-from tests.consumers.test_main import committed_and_end
 from tests.support.corpus import corpus_events, event_list
+from tests.support.kafka import committed_and_end
 from tests.support.net import wait_until
 from tests.support.postgres import LocalPostgres, create_database, password_of, without_password
 from tests.support.processes import Process, wait_for_exit_or_fail

@@ -133,3 +133,18 @@ async def topic_size(bootstrap: str, topic: str) -> int:
         return sum(ends[tp] - starts[tp] for tp in tps)
     finally:
         await consumer.stop()
+
+
+async def committed_and_end(
+    bootstrap: str, group: str, topic: str, partitions: int
+) -> tuple[int, int]:
+    """The group's committed offsets and the topic's end offsets, each summed over partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = await consumer.end_offsets(tps)
+        committed = [await consumer.committed(tp) or 0 for tp in tps]
+        return sum(committed), sum(ends.values())
+    finally:
+        await consumer.stop()
