@@ -2,9 +2,8 @@
 
 Delivery is at least once: a batch's offsets are committed only after the sink's ``flush``
 returned, a failing sink is retried with backoff and never skipped, and a rebalance waits for
-the batch in hand to be written and committed before the partitions go to another replica.
-The commit of flushed offsets runs beside the next batch rather than before it: waiting for
-each commit's round-trip cost a CSV consumer a third of its rate.
+the batch in hand to be written and committed before the partitions go to another replica
+(``consumers.offsets`` keeps the offsets and commits them).
 """
 
 from __future__ import annotations
@@ -22,16 +21,12 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.errors import (
-    CommitFailedError,
-    IllegalStateError,
-    InvalidSessionTimeoutError,
-    KafkaError,
-)
+from aiokafka.errors import InvalidSessionTimeoutError, KafkaError
 
 from consumers.dedupe import Deduplicator
 from consumers.events import ConsumedEvent, decode
 from consumers.metrics import ConsumerMetrics
+from consumers.offsets import Offsets
 from consumers.settings import ConsumerSettings
 from consumers.sinks import Sink
 from relay.errors import AuditRelayError, BadRequest, ConfigError, KafkaUnavailable
@@ -65,10 +60,8 @@ class Runner:
         # once the batch in hand is flushed and committed.
         self._lock = asyncio.Lock()
         self._dedupe = Deduplicator(settings.dedupe_window)
-        self._uncommitted: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, int] = {}
-        self._commit_in_flight: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self._offsets: Offsets | None = None
 
     def stop(self) -> None:
         """Ask ``run()`` to finish the batch in hand and return; safe from a signal handler."""
@@ -90,6 +83,7 @@ class Runner:
             client_id=self.settings.client_id, acks="all", enable_idempotence=True, **kafka
         )
         self._consumer = consumer
+        self._offsets = offsets = Offsets(consumer, self.metrics)
         leave_by: float | None = None
         try:
             if not await self._retry("open", "open the sink", self.sink.open):
@@ -107,12 +101,12 @@ class Runner:
             clean = await self._consume(consumer, producer)
             leave_by = asyncio.get_running_loop().time() + self.settings.shutdown_grace
             committed = await self._before(leave_by, self._commit_last(), "commit offsets")
-            return clean and committed and not self._uncommitted
+            return clean and committed and offsets.all_committed
         finally:
             if leave_by is None:
                 leave_by = asyncio.get_running_loop().time() + self.settings.shutdown_grace
             await asyncio.gather(
-                self._before(leave_by, self._leave_group(consumer), "leave the group"),
+                self._before(leave_by, self._leave_group(consumer, offsets), "leave the group"),
                 producer.stop(),  # nothing is left to send: it returns at once, Kafka up or not
             )
             await self.sink.close()
@@ -137,14 +131,12 @@ class Runner:
         return True
 
     async def _commit_last(self) -> None:
+        assert self._offsets is not None
         async with self._lock:
-            await self._commit_flushed()
+            await self._offsets.commit_flushed()
 
-    async def _leave_group(self, consumer: AIOKafkaConsumer) -> None:
-        in_flight = self._commit_in_flight
-        if in_flight is not None and not in_flight.done():
-            # It commits flushed offsets only: let it end before its client closes.
-            await asyncio.gather(in_flight, return_exceptions=True)
+    async def _leave_group(self, consumer: AIOKafkaConsumer, offsets: Offsets) -> None:
+        await offsets.settle()
         try:
             await consumer.stop()
         except asyncio.CancelledError:
@@ -199,20 +191,21 @@ class Runner:
                 raise KafkaUnavailable(f"cannot consume {self.settings.topic}: {exc}") from exc
             if batches and not await self._process(producer, batches):
                 return False
-            self._commit_in_background()
-            self._update_lag()
+            assert self._offsets is not None
+            self._offsets.commit_in_background()
+            self._offsets.update_lag()
         return True
 
     async def _process(self, producer: AIOKafkaProducer, batches: Batches) -> bool:
         """Write one fetched batch and mark its offsets; False when stopped while it failed."""
-        assert self._consumer is not None
+        assert self._consumer is not None and self._offsets is not None
         async with self._lock:
             # A rebalance between the fetch and the lock gave these partitions to another
             # replica, which consumes them from the committed offsets.
             assigned = self._consumer.assignment()
             batches = {tp: records for tp, records in batches.items() if tp in assigned}
             for tp, records in batches.items():
-                self._committed.setdefault(tp, records[0].offset)  # where this replica resumed
+                self._offsets.resumed_at(tp, records[0].offset)
             records = [record for tp_records in batches.values() for record in tp_records]
             self.metrics.consumed.inc(len(records))
             events, undecodable = _decode(records)
@@ -230,7 +223,7 @@ class Runner:
                 if not await self._retry("sink", "write to the sink", write):
                     return False
             for tp, tp_records in batches.items():
-                self._uncommitted[tp] = tp_records[-1].offset + 1
+                self._offsets.mark_flushed(tp, tp_records[-1].offset + 1)
             return True
 
     async def _write(self, events: Sequence[ConsumedEvent]) -> None:
@@ -296,7 +289,8 @@ class Runner:
                 if failures:
                     log.info("could %s after %d failures", what, failures)
                 return True
-            self._update_lag()
+            if self._offsets is not None:
+                self._offsets.update_lag()
             if await self._stop_requested_within(delay):
                 log.error(
                     "stopping while unable to %s; the batch is not committed, it comes again",
@@ -312,65 +306,12 @@ class Runner:
             return False
         return True
 
-    def _commit_in_background(self) -> None:
-        """Start committing what is flushed, unless nothing is or a commit is in flight.
-
-        Called after every poll, so offsets flushed while a commit was in flight are committed
-        after the next poll at the latest (within POLL_TIMEOUT_MS on an idle topic).
-        """
-        if not self._uncommitted:
-            return
-        if self._commit_in_flight is not None:
-            if not self._commit_in_flight.done():
-                return
-            self._commit_in_flight.result()  # an error _commit does not expect propagates here
-        self._commit_in_flight = asyncio.create_task(self._commit())
-
-    async def _commit_flushed(self) -> None:
-        """Wait for the commit in flight, then commit whatever flushed offsets remain."""
-        if self._commit_in_flight is not None:
-            await self._commit_in_flight
-            self._commit_in_flight = None
-        await self._commit()
-
-    async def _commit(self) -> None:
-        """Commit the offsets of flushed batches; on a transient error, keep them for next time."""
-        assert self._consumer is not None
-        offsets = dict(self._uncommitted)
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The group moved on: the partitions' new owner consumes from the last commit.
-            log.warning("offsets not committed, the group rebalanced: %s", exc)
-            self._uncommitted.clear()
-            return
-        except KafkaError as exc:
-            log.warning("cannot commit offsets now, trying again after the next poll: %s", exc)
-            return
-        self._committed.update(offsets)
-        for tp, offset in offsets.items():
-            if self._uncommitted.get(tp) == offset:
-                del self._uncommitted[tp]
-        self._update_lag()
-
-    def _update_lag(self) -> None:
-        assert self._consumer is not None
-        for tp in self._consumer.assignment():
-            highwater = self._consumer.highwater(tp)
-            base = self._committed.get(tp)
-            if highwater is not None and base is not None:
-                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(highwater - base)
-
     async def on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         """Called by aiokafka before a rebalance: wait for the batch in hand, then commit."""
+        assert self._offsets is not None
         async with self._lock:
-            await self._commit_flushed()
-            for tp in revoked:
-                self._uncommitted.pop(tp, None)
-                if self._committed.pop(tp, None) is not None:
-                    self.metrics.lag.remove(tp.topic, str(tp.partition))
+            await self._offsets.commit_flushed()
+            self._offsets.forget(revoked)
         if revoked:
             log.info("partitions revoked: %s", _describe(revoked))
 

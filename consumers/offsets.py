@@ -1,0 +1,104 @@
+"""The offsets of one group member: which are flushed, which are committed, and the lag.
+
+An offset is marked flushed only once the sink's ``flush`` returned for its batch; only flushed
+offsets are ever committed. The commit runs in the background beside the next poll rather than
+before it: waiting for each commit's round-trip cost a CSV consumer a third of its rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from consumers.metrics import ConsumerMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Offsets:
+    """Owned by ``consumers.runner.Runner``, which marks batches flushed and asks for commits.
+
+    Commits never raise a KafkaError: a transient failure keeps the offsets for the next
+    commit, a rebalance drops them (the partitions' new owner consumes from the last commit).
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, metrics: ConsumerMetrics) -> None:
+        self._consumer = consumer
+        self._metrics = metrics
+        self._flushed: dict[TopicPartition, int] = {}  # next offset to commit, per partition
+        self._committed: dict[TopicPartition, int] = {}
+        self._in_flight: asyncio.Task[None] | None = None
+
+    @property
+    def all_committed(self) -> bool:
+        return not self._flushed
+
+    def resumed_at(self, tp: TopicPartition, offset: int) -> None:
+        """Where this member started reading ``tp``: the base of its lag until a commit."""
+        self._committed.setdefault(tp, offset)
+
+    def mark_flushed(self, tp: TopicPartition, next_offset: int) -> None:
+        self._flushed[tp] = next_offset
+
+    def commit_in_background(self) -> None:
+        """Start committing what is flushed, unless nothing is or a commit is in flight.
+
+        Called after every poll, so offsets flushed while a commit was in flight are committed
+        after the next poll at the latest. An error the commit does not expect raises here.
+        """
+        if not self._flushed:
+            return
+        if self._in_flight is not None:
+            if not self._in_flight.done():
+                return
+            self._in_flight.result()
+        self._in_flight = asyncio.create_task(self._commit())
+
+    async def commit_flushed(self) -> None:
+        """Wait for the commit in flight, then commit whatever flushed offsets remain."""
+        if self._in_flight is not None:
+            await self._in_flight
+            self._in_flight = None
+        await self._commit()
+
+    async def settle(self) -> None:
+        """Let the commit in flight end (before its client closes), whatever its outcome."""
+        if self._in_flight is not None and not self._in_flight.done():
+            await asyncio.gather(self._in_flight, return_exceptions=True)
+
+    def forget(self, revoked: Iterable[TopicPartition]) -> None:
+        """Drop revoked partitions, whose offsets are now another member's."""
+        for tp in revoked:
+            self._flushed.pop(tp, None)
+            if self._committed.pop(tp, None) is not None:
+                self._metrics.lag.remove(tp.topic, str(tp.partition))
+
+    def update_lag(self) -> None:
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            base = self._committed.get(tp)
+            if highwater is not None and base is not None:
+                self._metrics.lag.labels(tp.topic, str(tp.partition)).set(highwater - base)
+
+    async def _commit(self) -> None:
+        offsets = dict(self._flushed)
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("offsets not committed, the group rebalanced: %s", exc)
+            self._flushed.clear()
+            return
+        except KafkaError as exc:
+            log.warning("cannot commit offsets now, trying again after the next poll: %s", exc)
+            return
+        self._committed.update(offsets)
+        for tp, offset in offsets.items():
+            if self._flushed.get(tp) == offset:
+                del self._flushed[tp]
+        self.update_lag()
