@@ -98,14 +98,12 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
     add(
         "--include",
         action="append",
-        default=[],
         metavar="RULE",
         help="keep only events matching a rule FIELD=GLOB[|GLOB][,FIELD=GLOB] (see README)",
     )
     add(
         "--exclude",
         action="append",
-        default=[],
         metavar="RULE",
         help="drop events matching a rule, e.g. 'verb=get|list|watch,user=system:*'",
     )

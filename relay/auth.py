@@ -53,7 +53,6 @@ def add_auth_arguments(parser: EnvArgumentParser) -> None:
     add(
         "--allowed-client-cn",
         action="append",
-        default=[],
         metavar="CN",
         help="accept only client certificates with this common name (needs --client-ca)",
     )

@@ -15,14 +15,26 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one: "(default: None)" contradicts help such as
+    "(required)" or "default: audit-<sink>"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class EnvArgumentParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose options default to ``<PREFIX>_<FLAG>`` from ``environ``."""
 
     def __init__(self, *args: Any, env_prefix: str, environ: Mapping[str, str], **kwargs: Any):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
         self.env_prefix = env_prefix
         self.environ = environ
+        # Repeatable options given in the environment, used only when the command line has none.
+        self._appended_from_env: dict[str, list[str]] = {}
 
     def env_name(self, flag: str) -> str:
         return f"{self.env_prefix}_{flag.lstrip('-').replace('-', '_').upper()}"
@@ -31,6 +43,8 @@ class EnvArgumentParser(argparse.ArgumentParser):
         """Add ``flag`` with its environment variable named in its help text.
 
         ``action="store_true"`` flags accept 1/true/yes/on and 0/false/no/off in the environment.
+        A value from the environment is checked against ``choices`` as one on the command line
+        is (argparse checks only the ``type`` of a default).
         """
         name = self.env_name(flag)
         raw = self.environ.get(name)
@@ -41,12 +55,27 @@ class EnvArgumentParser(argparse.ArgumentParser):
                     self.error(f"{name}={raw!r}: expected one of 1/true/yes/on or 0/false/no/off")
                 kwargs["default"] = lowered in _TRUE
         elif kwargs.get("action") == "append":
-            if raw is not None:
-                kwargs["default"] = [item for item in raw.split(";") if item]
+            from_env = [item for item in (raw or "").split(";") if item]
+            kwargs["default"] = None
             help += " (repeatable; in the environment separate values with ';')"
         elif raw is not None:
+            choices = kwargs.get("choices")
+            if choices is not None and raw not in choices:
+                self.error(f"{name}={raw!r}: expected one of {', '.join(map(str, choices))}")
             kwargs["default"] = raw
-        return self.add_argument(flag, help=f"{help} [env {name}]", **kwargs)
+        action = self.add_argument(flag, help=f"{help} [env {name}]", **kwargs)
+        if kwargs.get("action") == "append":
+            self._appended_from_env[action.dest] = from_env
+        return action
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        for dest, from_env in self._appended_from_env.items():
+            if getattr(parsed, dest, None) is None:
+                setattr(parsed, dest, list(from_env))
+        return parsed, extras
 
 
 def positive_int(text: str) -> int:

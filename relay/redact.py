@@ -76,7 +76,6 @@ def add_redaction_arguments(parser: EnvArgumentParser) -> None:
     add(
         "--redact-resource",
         action="append",
-        default=[],
         metavar="RESOURCE",
         help="another resource (plural, e.g. configmaps) whose data/stringData/binaryData "
         "values are redacted like those of secrets",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,15 @@ def test_environment_fills_flags_and_flags_win() -> None:
     assert settings.cluster == "c9"
     assert settings.workers == 3
     assert level == "DEBUG"
+
+
+def test_repeatable_flags_on_the_command_line_replace_the_environment() -> None:
+    environ = {"AUDIT_RELAY_REDACT_RESOURCE": "configmaps;leases"}
+    from_env, _ = build_settings(["--insecure"], environ)
+    assert from_env.redaction.resources >= {"configmaps", "leases"}
+    from_flag, _ = build_settings(["--insecure", "--redact-resource", "events"], environ)
+    assert "events" in from_flag.redaction.resources
+    assert not from_flag.redaction.resources & {"configmaps", "leases"}
 
 
 def test_listen_parses_host_and_port() -> None:
@@ -76,6 +86,33 @@ def test_mistakes_exit_non_zero_with_a_message(args: list[str], message: str) ->
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("AUDIT_RELAY_COMPRESSION", "snappy"),
+        ("AUDIT_RELAY_LOG_LEVEL", "verbose"),
+        ("AUDIT_RELAY_KAFKA_SASL_MECHANISM", "GSSAPI"),
+    ],
+)
+def test_an_environment_value_outside_the_choices_exits_2_naming_it(
+    variable: str, value: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "--insecure"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, variable: value},
+    )
+    assert result.returncode == 2
+    assert f"{variable}={value!r}: expected one of" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_shows_no_none_defaults() -> None:
+    assert "(default: None)" not in run_relay("--help").stdout
 
 
 def test_spool_flags_and_their_environment() -> None:
