@@ -157,6 +157,10 @@ def build_app(
             if exc.status < 400:
                 raise
             response = error_response(exc.status, exc.reason)
+        except Exception:
+            # A bug, not the sender's fault: the apiserver retries, and the answer stays JSON.
+            log.exception("answering 500 to %s", request.remote)
+            response = error_response(500, "internal error", retriable=True)
         finally:
             if counted:
                 metrics.in_flight.dec()

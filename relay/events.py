@@ -248,7 +248,13 @@ def build_batch(
         except RecursionError:
             value = b""  # objects nested too deeply to encode: stripped like oversized ones
         if not value or not fits(value):
-            value = encode_event(strip_objects(item), version)
+            try:
+                value = encode_event(strip_objects(item), version)
+            except RecursionError:  # nested as deeply elsewhere: nothing of it can be kept
+                reason = "nested too deeply to encode, even without its objects"
+                batch.records.append(dead_letter(b"", reason, cluster, dead_letter_limit))
+                batch.dead_lettered += 1
+                continue
             batch.truncated += 1
         batch.records.append(
             OutboundRecord(

@@ -238,7 +238,11 @@ class Redactor:
             return self._replace(holder, name)
         if not self._secret(applied):
             return False
-        holder[name] = orjson.dumps(applied).decode() + ("\n" if text.endswith("\n") else "")
+        try:
+            encoded = orjson.dumps(applied).decode()
+        except orjson.JSONEncodeError:  # nested deeper than orjson writes (255), read up to 1024
+            return self._replace(holder, name)
+        holder[name] = encoded + ("\n" if text.endswith("\n") else "")
         return True
 
     def _token(self, obj: dict[str, Any], kind: str | None) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -92,6 +94,23 @@ def test_batch_truncates_what_does_not_fit_and_dead_letters_invalid_items() -> N
     first = orjson.loads(batch.records[0].value)
     assert "requestObject" not in first and first["annotations"]["audit.k8s.io/truncated"] == "true"
     assert batch.records[0].key == events[0]["auditID"].encode()
+
+
+def test_an_event_nested_too_deeply_outside_its_objects_is_dead_lettered() -> None:
+    status: Any = "deep"
+    for _ in range(1018):  # orjson reads it; neither orjson nor json can write it back
+        status = {"details": status}
+    deep = {**corpus_events()[0], "responseStatus": status}
+    batch = build_batch(
+        [deep, corpus_events()[1]],
+        "audit.k8s.io/v1",
+        "c",
+        fits=lambda value: True,
+        dead_letter_limit=100,
+    )
+    assert (batch.accepted, batch.dead_lettered) == (1, 1)
+    assert [record.topic for record in batch.records] == [DEAD_LETTER, EVENTS]
+    assert dict(batch.records[0].headers)["reason"].startswith(b"nested too deeply")
 
 
 def test_transform_is_applied_and_counted() -> None:

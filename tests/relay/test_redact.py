@@ -7,6 +7,7 @@ import base64
 import copy
 import hashlib
 import hmac
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,20 @@ def test_last_applied_that_is_not_json_is_replaced_whole() -> None:
     secret["metadata"]["annotations"][LAST_APPLIED] = f'{{"data": "{PLAIN["password"]}'
     result, changed = redacted({"objectRef": {"resource": "secrets"}, "requestObject": secret})
     assert changed
+    assert_no_secret(result)
+
+
+def test_last_applied_nested_deeper_than_orjson_writes_is_replaced_whole() -> None:
+    nested: Any = PLAIN["password"]
+    for _ in range(300):  # orjson reads up to 1024 levels and writes up to 255
+        nested = {"x": nested}
+    applied = {"kind": "Secret", "data": ENCODED, "metadata": {"labels": nested}}
+    secret = secret_object()
+    secret["metadata"]["annotations"][LAST_APPLIED] = json.dumps(applied)
+    result, changed = redacted({"objectRef": {"resource": "secrets"}, "requestObject": secret})
+    assert changed
+    annotation = result["requestObject"]["metadata"]["annotations"][LAST_APPLIED]
+    assert annotation.startswith(MARKER_PREFIX)
     assert_no_secret(result)
 
 
