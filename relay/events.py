@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any
 
 import orjson
 from msgspec import Raw
@@ -15,59 +16,13 @@ from relay import fast_items
 from relay.errors import BadRequest
 from relay.records import DEAD_LETTER, EVENTS, OutboundRecord
 
-
-class UserInfo(TypedDict, total=False):
-    username: str
-    uid: str
-    groups: list[str]
-    extra: dict[str, list[str]]
-
-
-class ObjectReference(TypedDict, total=False):
-    resource: str
-    namespace: str
-    name: str
-    uid: str
-    apiGroup: str
-    apiVersion: str
-    resourceVersion: str
-    subresource: str
-
-
-class AuditEvent(TypedDict, total=False):
-    """An ``audit.k8s.io/v1`` Event (v1beta1 adds ``timestamp`` and ``metadata``)."""
-
-    kind: str
-    apiVersion: str
-    level: str
-    auditID: str
-    stage: str
-    requestURI: str
-    verb: str
-    user: UserInfo
-    impersonatedUser: UserInfo
-    sourceIPs: list[str]
-    userAgent: str
-    objectRef: ObjectReference
-    responseStatus: dict[str, Any]
-    requestObject: Any
-    responseObject: Any
-    requestReceivedTimestamp: str
-    stageTimestamp: str
-    annotations: dict[str, str]
-
-
-class EventList(TypedDict):
-    kind: str
-    apiVersion: str
-    metadata: dict[str, Any]
-    items: list[Any]
-
-
 DEFAULT_API_VERSION = "audit.k8s.io/v1"
 API_VERSIONS = ("audit.k8s.io/v1", "audit.k8s.io/v1beta1")
 REQUIRED_STRINGS = ("auditID", "stage", "verb", "level", "requestURI", "stageTimestamp")
 TRUNCATED_ANNOTATION = "audit.k8s.io/truncated"
+# How far ahead of the relay's clock a stageTimestamp may be and still stamp its record: clock
+# skew between the apiserver and the relay, well inside the brokers' default hour.
+MAX_AHEAD_MS = 10 * 60 * 1000
 
 # Called on each valid event before it is encoded (redaction); returns whether it changed it.
 EventTransform = Callable[[dict[str, Any]], bool]
@@ -134,6 +89,20 @@ def timestamp_ms(text: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
+
+
+def kafka_timestamp(stage_timestamp: str) -> int | None:
+    """The record's Kafka timestamp: the stageTimestamp, or None for the producer's clock.
+
+    None for a time before 1970 or more than ``MAX_AHEAD_MS`` ahead of this clock: brokers
+    refuse a record stamped further ahead than ``log.message.timestamp.after.max.ms`` (1 h by
+    default), and with it the whole batch it shares with other requests, again on every retry
+    and spool replay. The value keeps the stageTimestamp. Raises ValueError as ``timestamp_ms``.
+    """
+    stamp = timestamp_ms(stage_timestamp)
+    if stamp < 0 or stamp > time.time() * 1000 + MAX_AHEAD_MS:
+        return None
+    return stamp
 
 
 def event_headers(event: dict[str, Any], api_version: str, cluster: str) -> list[tuple[str, bytes]]:
@@ -262,7 +231,7 @@ def build_batch(
                 value,
                 item["auditID"].encode(),
                 tuple(event_headers(item, version, cluster)),
-                timestamp_ms(item["stageTimestamp"]),
+                kafka_timestamp(item["stageTimestamp"]),
             )
         )
         batch.accepted += 1
@@ -293,7 +262,7 @@ def passed_through(
     ):
         return None
     try:
-        timestamp = timestamp_ms(fields.stageTimestamp)
+        timestamp = kafka_timestamp(fields.stageTimestamp)
     except ValueError:
         return None
     if not fits(value):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -9,11 +10,13 @@ import pytest
 
 from relay.errors import BadRequest
 from relay.events import (
+    MAX_AHEAD_MS,
     build_batch,
     encode_event,
     event_headers,
     invalid_reason,
     items_of,
+    kafka_timestamp,
     timestamp_ms,
 )
 from relay.records import DEAD_LETTER, EVENTS
@@ -111,6 +114,20 @@ def test_an_event_nested_too_deeply_outside_its_objects_is_dead_lettered() -> No
     assert (batch.accepted, batch.dead_lettered) == (1, 1)
     assert [record.topic for record in batch.records] == [DEAD_LETTER, EVENTS]
     assert dict(batch.records[0].headers)["reason"].startswith(b"nested too deeply")
+
+
+@pytest.mark.parametrize(
+    "stage_timestamp", ["9999-12-31T23:59:59Z", "1960-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00"]
+)
+def test_a_time_a_broker_could_refuse_leaves_the_record_unstamped(stage_timestamp: str) -> None:
+    assert kafka_timestamp(stage_timestamp) is None
+
+
+def test_a_time_within_the_clock_skew_allowance_stamps_the_record() -> None:
+    soon = datetime.now(UTC) + timedelta(milliseconds=MAX_AHEAD_MS // 2)
+    text = soon.isoformat().replace("+00:00", "Z")
+    assert kafka_timestamp(text) == timestamp_ms(text)
+    assert kafka_timestamp("2019-02-06T14:45:25.277756Z") == 1549464325277
 
 
 def test_transform_is_applied_and_counted() -> None:

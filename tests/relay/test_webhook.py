@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import time
 
 import aiohttp
 import orjson
@@ -76,6 +77,26 @@ async def test_single_event_body_is_accepted(
     assert (status, answer) == (200, {"accepted": 1, "deadLettered": 0})
     [record] = await read_topic(relay.bootstrap, relay.topic, 1)
     assert orjson.loads(record.value)["auditID"] == event["auditID"]
+
+
+async def test_a_stage_timestamp_a_broker_would_refuse_does_not_stamp_its_record(
+    start_relay: StartRelay, http: aiohttp.ClientSession
+) -> None:
+    relay = await start_relay()
+    events = corpus_events()[:3]
+    future = {**events[0], "auditID": "from-the-future", "stageTimestamp": "9999-12-31T23:59:59Z"}
+    past = {**events[1], "auditID": "before-1970", "stageTimestamp": "1960-01-01T00:00:00Z"}
+    status, answer = await post(http, relay.url, event_list([future, past, events[2]]))
+    assert (status, answer) == (200, {"accepted": 3, "deadLettered": 0})
+    records = {r.key: r for r in await read_topic(relay.bootstrap, relay.topic, 3)}
+    assert len(records) == 3
+    now_ms = time.time() * 1000
+    for key, stamp in ((b"from-the-future", future), (b"before-1970", past)):
+        # Stamped by the producer's clock; the value keeps the apiserver's time.
+        assert abs(records[key].timestamp - now_ms) < 600_000
+        assert orjson.loads(records[key].value)["stageTimestamp"] == stamp["stageTimestamp"]
+    regular = records[events[2]["auditID"].encode()]
+    assert regular.timestamp == timestamp_ms(events[2]["stageTimestamp"])
 
 
 @pytest.mark.parametrize(
