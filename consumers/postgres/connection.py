@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import asyncpg
 
@@ -95,27 +95,27 @@ class PostgresConnection:
         return text
 
 
+# Where libpq takes a password from a DSN: ``key=value`` form, a URL's user info, or a URL's
+# query. Regular expressions rather than urlsplit, which raises on a malformed URL: the message
+# about that DSN must still be shown, without its password.
 _KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:@/?#]*:)([^@/?#]*)(?=@)", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
 
 
 def dsn_password(dsn: str) -> str | None:
-    """The password written in ``dsn`` (URL or ``key=value`` form), if any."""
+    """The password written in ``dsn`` (URL user info or query, or ``key=value``), if any."""
     if "://" in dsn:
-        password = urlsplit(dsn).password
-        return unquote(password) if password is not None else None
+        match = _URL_PASSWORD.match(dsn) or _QUERY_PASSWORD.search(dsn)
+        return unquote(match[2]) if match else None
     match = _KEYWORD_PASSWORD.search(dsn)
     return match[2].strip("'") if match else None
 
 
 def redact_dsn(dsn: str) -> str:
-    """``dsn`` with any password replaced by ``***`` (URL and ``key=value`` forms)."""
+    """``dsn`` with any password replaced by ``***``; never raises, even for a malformed DSN."""
     if "://" in dsn:
-        parts = urlsplit(dsn)
-        if parts.password is None:
-            return dsn
-        user = parts.username or ""
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+        return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***", dsn))
     return _KEYWORD_PASSWORD.sub(r"\1***", dsn)
 
 

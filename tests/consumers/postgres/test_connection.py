@@ -21,6 +21,16 @@ from consumers.postgres.connection import PostgresConnection, dsn_password, reda
             None,
         ),
         (
+            "postgresql://audit@db/audit?sslmode=require&password=s3cret",
+            "postgresql://audit@db/audit?sslmode=require&password=***",
+            "s3cret",
+        ),
+        (
+            "postgresql://audit:s3cret@[malformed/audit",
+            "postgresql://audit:***@[malformed/audit",
+            "s3cret",
+        ),
+        (
             "host=db user=audit password=s3cret dbname=audit",
             "host=db user=audit password=*** dbname=audit",
             "s3cret",
@@ -32,7 +42,7 @@ from consumers.postgres.connection import PostgresConnection, dsn_password, reda
         ),
     ],
 )
-def test_the_password_is_found_and_redacted_in_both_dsn_forms(
+def test_the_password_is_found_and_redacted_wherever_libpq_takes_it(
     dsn: str, shown: str, password: str | None
 ) -> None:
     assert redact_dsn(dsn) == shown
@@ -46,3 +56,10 @@ def test_neither_the_dsn_nor_the_password_file_is_in_the_repr() -> None:
     assert str(error) == (
         "cannot connect to PostgreSQL at postgresql://audit:***@db/audit: *** *** refused"
     )
+
+
+def test_a_malformed_dsn_is_a_config_error_without_its_password() -> None:
+    connection = PostgresConnection("postgresql://audit:s3cret@[malformed/audit")
+    error = connection.translate(ValueError("invalid IPv6 URL"), "connect to")
+    assert type(error).__name__ == "ConfigError"
+    assert "s3cret" not in str(error)
