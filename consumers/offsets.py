@@ -32,10 +32,13 @@ class Offsets:
         self._flushed: dict[TopicPartition, int] = {}  # next offset to commit, per partition
         self._committed: dict[TopicPartition, int] = {}
         self._in_flight: asyncio.Task[None] | None = None
+        self._dropped = False  # flushed offsets a rebalance kept from being committed
 
     @property
     def all_committed(self) -> bool:
-        return not self._flushed
+        """Whether every batch flushed was committed: False also after a rebalance dropped
+        some, whose events the partitions' new owner consumes again."""
+        return not self._flushed and not self._dropped
 
     def resumed_at(self, tp: TopicPartition, offset: int) -> None:
         """Where this member started reading ``tp``: the base of its lag until a commit."""
@@ -93,6 +96,7 @@ class Offsets:
         except (CommitFailedError, IllegalStateError) as exc:
             log.warning("offsets not committed, the group rebalanced: %s", exc)
             self._flushed.clear()
+            self._dropped = True
             return
         except KafkaError as exc:
             log.warning("cannot commit offsets now, trying again after the next poll: %s", exc)

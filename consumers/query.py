@@ -69,7 +69,10 @@ def parse_time(text: str, now: datetime) -> datetime:
     ``12h``, ``7d``, ``2w`` before ``now``. Raises ConfigError."""
     age = _DURATION.fullmatch(text.strip())
     if age:
-        return now - timedelta(**{_UNITS[age[2]]: int(age[1])})
+        try:
+            return now - timedelta(**{_UNITS[age[2]]: int(age[1])})
+        except OverflowError as exc:
+            raise ConfigError(f"{text!r} reaches back before the year 1") from exc
     try:
         parsed = datetime.fromisoformat(text.strip())
     except ValueError as exc:

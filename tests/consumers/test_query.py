@@ -161,6 +161,9 @@ def test_times_are_dates_datetimes_or_ages() -> None:
     assert parse_time("2024-06-01T10:00:00+02:00", NOW) == datetime(2024, 6, 1, 8, tzinfo=UTC)
     with pytest.raises(ConfigError, match="last tuesday"):
         parse_time("last tuesday", NOW)
+    for too_far in ("99999999999d", "99999999999999999999w"):
+        with pytest.raises(ConfigError, match="before the year 1"):
+            parse_time(too_far, NOW)
 
 
 def test_globs_become_like_patterns_with_like_characters_escaped() -> None:
