@@ -28,7 +28,8 @@ def inflight_limit(
         if request.path != path or request.method != "POST":
             return await handler(request)
         size = request.content_length
-        if size is None or request.headers.get("Content-Encoding", "identity") != "identity":
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if size is None or encoding not in ("", "identity"):
             size = unknown_size
         if held and held + size > max_bytes:
             raise Overloaded(f"{held} request bytes in flight; the bound is {max_bytes}")

@@ -13,7 +13,8 @@ from relay.errors import BadRequest, PayloadTooLarge, UnsupportedEncoding
 from relay.events import items_of
 from relay.fast_items import event_list
 
-_DECODED_ENCODINGS = {"", "identity", "gzip", "deflate", "x-gzip"}
+# What aiohttp decompresses while streaming (not x-gzip, which would reach the parser as is).
+_DECODED_ENCODINGS = {"", "identity", "gzip", "deflate"}
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
