@@ -67,10 +67,10 @@ def claim_home(root: Path) -> SpoolDir:
     Called by ``Spool.start``. Raises ConfigError when ``root`` cannot be used.
     """
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        _make_durable_dir(root, parents=True)
         for index in range(_MAX_WORKER_DIRS):
             path = root / f"{DIR_PREFIX}{index}"
-            path.mkdir(exist_ok=True)
+            _make_durable_dir(path)
             claimed = try_claim(path)
             if claimed is not None:
                 return claimed
@@ -163,6 +163,15 @@ def write_frames(fd: int, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, start)
         raise
+
+
+def _make_durable_dir(path: Path, *, parents: bool = False) -> None:
+    """Create ``path`` if missing (another worker may at the same time) and fsync its parent:
+    segments are fsynced in their directory, whose own entry must last a power loss too."""
+    if path.is_dir():
+        return
+    path.mkdir(parents=parents, exist_ok=True)
+    fsync_dir(path.parent)
 
 
 def fsync_dir(path: Path) -> None:
