@@ -106,7 +106,7 @@ def kafka_connection_from_args(args: Any) -> KafkaConnection:
     tls = bool(args.kafka_tls or args.kafka_tls_ca_file or args.kafka_tls_cert_file)
     if args.kafka_sasl_mechanism == "PLAIN" and not tls:
         log.warning("SASL PLAIN without --kafka-tls sends the Kafka password in clear text")
-    return KafkaConnection(
+    connection = KafkaConnection(
         bootstrap=args.kafka_bootstrap,
         tls=tls,
         tls_ca_file=args.kafka_tls_ca_file,
@@ -117,6 +117,10 @@ def kafka_connection_from_args(args: Any) -> KafkaConnection:
         sasl_username=args.kafka_sasl_username,
         sasl_password=password,
     )
+    # Load the TLS files now: a file that cannot be read is a usage error at start, not a
+    # failure inside the background task that connects to Kafka.
+    connection.client_kwargs()
+    return connection
 
 
 def read_secret_file(path: str, flag: str) -> str:

@@ -139,6 +139,9 @@ def test_unloadable_tls_files_are_config_errors(tmp_path: Path) -> None:
     connection = KafkaConnection(tls=True, tls_ca_file=str(tmp_path / "bad.pem"))
     with pytest.raises(ConfigError, match="cannot load Kafka TLS files"):
         connection.client_kwargs()
+    # Already while the flags are read, before anything connects.
+    with pytest.raises(ConfigError, match="cannot load Kafka TLS files"):
+        kafka_connection_from_args(parse("--kafka-tls-ca-file", str(tmp_path / "bad.pem")))
 
 
 async def test_mutual_tls_with_an_encrypted_client_key(tmp_path: Path) -> None:
