@@ -138,11 +138,21 @@ class OutputStream:
         self._write_raw(b"".join(pending))
 
     def _write_raw(self, data: bytes) -> None:
-        assert self._fd is not None
+        if self._fd is None:  # a rotation failed between closing and reopening: retried here
+            self._open()
+            assert self._fd is not None
+        start = os.fstat(self._fd).st_size if self.settings.path is not None else 0
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            if self.settings.path is not None:
+                # Cut the part that got in (a full disk), so the retry appends whole records
+                # after whole records.
+                os.ftruncate(self._fd, start)
+            raise
         self._size += len(data)
 
     def _sync(self) -> None:

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import resource
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -86,6 +90,36 @@ async def test_an_unwritable_file_is_a_sink_error(tmp_path: Path) -> None:
     with pytest.raises(SinkError, match="missing-dir"):
         await stream.open()
     await stream.close()
+
+
+@contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Writes past ``limit`` bytes fail with EFBIG for this process, as on a full disk."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+async def test_a_write_that_fails_part_way_leaves_whole_records_for_the_retry(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    stream = OutputStream(OutputSettings(path))
+    await stream.open()
+    await stream.write(records(10))
+    await stream.flush()
+    with file_size_limit(1550), pytest.raises(SinkError):
+        await stream.write(records(10))  # 550 of its 1000 bytes fit
+    assert path.read_bytes() == b"".join(records(10))
+    await stream.write(records(10))  # the retry, with room again
+    await stream.flush()
+    await stream.close()
+    assert path.read_bytes() == b"".join(records(10) * 2)
 
 
 @pytest.mark.parametrize(
