@@ -11,6 +11,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -80,20 +81,26 @@ def supervise(settings: RelaySettings, level: str) -> int:
     signal.signal(signal.SIGINT, forward)
     for worker in workers:
         worker.start()
+    if stopping:  # a signal while they started reached only those started before it
+        forward(signal.SIGTERM, None)
     log.info("started %d workers", len(workers))
     status = 0
     remaining = list(workers)
-    while remaining:
-        for sentinel in wait([worker.sentinel for worker in remaining]):
-            worker = next(w for w in remaining if w.sentinel == sentinel)
-            worker.join()
-            remaining.remove(worker)
-            if worker.exitcode != 0:
-                status = 1
-            if not stopping:
-                log.error("%s exited with %s; stopping the others", worker.name, worker.exitcode)
-                status = 1
-                forward(signal.SIGTERM, None)
+    try:
+        while remaining:
+            for sentinel in wait([worker.sentinel for worker in remaining]):
+                worker = next(w for w in remaining if w.sentinel == sentinel)
+                worker.join()
+                remaining.remove(worker)
+                if worker.exitcode != 0:
+                    status = 1
+                if not stopping:
+                    name, code = worker.name, worker.exitcode
+                    log.error("%s exited with %s; stopping the others", name, code)
+                    status = 1
+                    forward(signal.SIGTERM, None)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     log.info("all workers stopped")
     return status
 
