@@ -10,7 +10,6 @@ Every function here blocks on the file system; ``relay.spool`` calls them in a t
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from relay import spool_format
 from relay.errors import ConfigError
+from relay.files import append, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -151,18 +151,9 @@ def create_segment(path: Path) -> int:
 
 
 def write_frames(fd: int, data: bytes) -> None:
-    """Append ``data`` to a segment and fsync it. On OSError, cut the segment back, then raise."""
-    start = os.lseek(fd, 0, os.SEEK_END)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except OSError:
-        # Leave no half-written frame in the middle of the segment for later appends to follow.
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, start)
-        raise
+    """Append ``data`` to a segment and fsync it. On OSError, cut the segment back, then raise:
+    no half-written frame stays in the middle of the segment for later appends to follow."""
+    append(fd, data, sync=True)
 
 
 def _make_durable_dir(path: Path, *, parents: bool = False) -> None:
@@ -172,11 +163,3 @@ def _make_durable_dir(path: Path, *, parents: bool = False) -> None:
         return
     path.mkdir(parents=parents, exist_ok=True)
     fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relay.errors import ConfigError, SinkError
+from relay.files import append, fsync_dir, write_all
 from relay.options import EnvArgumentParser, positive_int
 
 
@@ -141,18 +142,10 @@ class OutputStream:
         if self._fd is None:  # a rotation failed between closing and reopening: retried here
             self._open()
             assert self._fd is not None
-        start = os.fstat(self._fd).st_size if self.settings.path is not None else 0
-        view = memoryview(data)
-        try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-        except OSError:
-            if self.settings.path is not None:
-                # Cut the part that got in (a full disk), so the retry appends whole records
-                # after whole records.
-                os.ftruncate(self._fd, start)
-            raise
+        if self.settings.path is not None:
+            append(self._fd, data)  # a write cut short is cut back: the retry appends whole
+        else:
+            write_all(self._fd, data)  # stdout: a pipe, or a file that is not ours to cut
         self._size += len(data)
 
     def _sync(self) -> None:
@@ -175,16 +168,8 @@ class OutputStream:
             for older, newer in zip(reversed(rotated[1:]), reversed(rotated[:-1]), strict=True):
                 if newer.exists():
                     newer.rename(older)
-        self._fsync_directory(path.parent)
+        fsync_dir(path.parent)
         self._open()
-
-    @staticmethod
-    def _fsync_directory(directory: Path) -> None:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     def _close(self) -> None:
         fd, self._fd = self._fd, None
