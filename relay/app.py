@@ -175,12 +175,10 @@ def build_app(
         # With a spool the relay accepts while Kafka is down: still ready.
         accepting = publisher.connected or settings.delivery.spool_dir is not None
         ready = accepting and not lifecycle.shutting_down
-        metrics.kafka_connected.set(1 if publisher.connected else 0)
         body = {"ready": ready, "kafka": publisher.connected, "draining": lifecycle.shutting_down}
         return web.json_response(body, status=200 if ready else 503)
 
     async def metrics_page(request: web.Request) -> web.Response:
-        metrics.kafka_connected.set(1 if publisher.connected else 0)
         return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application(middlewares=[errors_as_json, *middlewares], client_max_size=1024)

@@ -32,7 +32,7 @@ Publish = Callable[[Sequence[OutboundRecord]], Awaitable[None]]
 
 _REPLAY_INTERVAL_S = 0.5
 _REPLAY_BACKOFF_MAX_S = 2.0
-_STATUS_LOG_INTERVAL_S = 30.0
+_STATUS_LOG_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True)

@@ -12,19 +12,20 @@ FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 class RepeatFilter(logging.Filter):
     """Lets a message template of a logger through at most once per ``interval`` seconds.
 
-    While a broker is down aiokafka logs every reconnect attempt (about ten lines a second);
-    the programs log the outage themselves, once, so the repeats carry no news.
+    While a broker is down aiokafka logs every reconnect attempt, and the relay's HTTP edge
+    every request it answers 503; the programs log the outage themselves, once and then once
+    a minute, so the repeats carry no news.
     """
 
-    def __init__(self, prefix: str, interval: float = 30.0) -> None:
+    def __init__(self, prefixes: tuple[str, ...], interval: float = 60.0) -> None:
         super().__init__()
-        self.prefix = prefix
+        self.prefixes = prefixes
         self.interval = interval
         self._last: dict[tuple[str, object], float] = {}
         self._suppressed: dict[tuple[str, object], int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith(self.prefix):
+        if not record.name.startswith(self.prefixes):
             return True
         key = (record.name, record.msg)
         now = time.monotonic()
@@ -42,5 +43,5 @@ def configure_logging(level: str = "INFO") -> None:
     """Called by each entry point: first with the default level, again once flags are parsed."""
     logging.basicConfig(level=level, stream=sys.stderr, format=FORMAT, force=True)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(RepeatFilter("aiokafka"))
+        handler.addFilter(RepeatFilter(("aiokafka", "relay.app")))
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -71,13 +71,34 @@ class RelayMetrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
+        self._add_kafka_metrics(registry)
+        self._add_spool_metrics(registry)
+
+    def _add_kafka_metrics(self, registry: CollectorRegistry) -> None:
+        """Set by ``relay.publisher`` as its producer comes, acknowledges and goes."""
         self.kafka_connected = Gauge(
             "relay_kafka_connected",
-            "1 when the producer is connected to Kafka",
+            "1 while a producer is in place that has not failed a batch or missed an ack timeout",
             multiprocess_mode="livemin",
             registry=registry,
         )
-        self._add_spool_metrics(registry)
+        self.kafka_last_ack = Gauge(
+            "relay_kafka_last_ack_timestamp_seconds",
+            "Unix time of the last request Kafka acknowledged whole (0: none since start)",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
+        self.producer_restarts = Counter(
+            "relay_kafka_producer_restarts",
+            "Producers given up (a failed batch or a missed ack timeout) and replaced",
+            registry=registry,
+        )
+        self.records_resent = Counter(
+            "relay_records_resent",
+            "Records sent again on a new producer after the old one failed their batch "
+            "(each may reach Kafka twice)",
+            registry=registry,
+        )
 
     def _add_spool_metrics(self, registry: CollectorRegistry) -> None:
         """Set by ``relay.delivery`` (and the in-flight limit of ``relay.backpressure``)."""

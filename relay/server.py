@@ -37,7 +37,7 @@ async def serve(settings: RelaySettings, stop: asyncio.Event, *, reuse_port: boo
     lifecycle = Lifecycle()
     tls = ServerTLS(settings.tls) if settings.tls.enabled else None
     async with (
-        KafkaPublisher(settings.publisher, metrics.kafka_ack_seconds.observe) as publisher,
+        KafkaPublisher(settings.publisher, metrics) as publisher,
         Delivery(settings.delivery, publisher.publish, metrics) as delivery,
         tls or contextlib.nullcontext(),
     ):

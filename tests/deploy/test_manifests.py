@@ -425,7 +425,7 @@ def test_alerts_and_scrapes_match_what_the_programs_export() -> None:
     assert used, "no alert uses the programs' metrics"
     assert used <= exported, f"not exported: {sorted(used - exported)}"
     alerts = {rule["alert"] for group in rules["spec"]["groups"] for rule in group["rules"]}
-    wanted = ("ServerErrors", "SpoolGrowing", "LagRising", "DeadLettering")
+    wanted = ("ServerErrors", "SpoolGrowing", "NotDelivering", "LagRising", "DeadLettering")
     assert all(any(alert.endswith(w) for alert in alerts) for w in wanted), alerts
 
     service = named(objects, "Service", "audit-relay")

@@ -33,9 +33,10 @@ RESULTS: list[str] = []
 
 
 class Relay:
-    """``python -m relay`` with a spool, on a fixed port so that it can be killed and restarted."""
+    """``python -m relay`` on a fixed port so that it can be killed and restarted; with a spool
+    unless ``spool_dir`` is None."""
 
-    def __init__(self, processes: ProcessFactory, bootstrap: str, spool_dir: Path) -> None:
+    def __init__(self, processes: ProcessFactory, bootstrap: str, spool_dir: Path | None) -> None:
         self.processes = processes
         self.bootstrap = bootstrap
         self.spool_dir = spool_dir
@@ -55,7 +56,7 @@ class Relay:
             "--dead-letter-topic", f"{self.topic}.dead-letter",
             "--partitions", "3",
             "--ack-timeout", "3",
-            "--spool-dir", str(self.spool_dir),
+            *(["--spool-dir", str(self.spool_dir)] if self.spool_dir else []),
             *args,
         )  # fmt: skip
         self.process = process
@@ -99,6 +100,28 @@ class Relay:
             return values["relay_spool_events"] == 0 and values["relay_kafka_up"] == 1
 
         await wait_until(drained, timeout=timeout, interval=0.5, what="spool drained into Kafka")
+
+    async def wait_kafka_connected(
+        self, http: aiohttp.ClientSession, connected: bool, timeout: float
+    ) -> None:
+        async def reached() -> bool:
+            values = await self.metrics(http)
+            return values["relay_kafka_connected"] == (1 if connected else 0)
+
+        await wait_until(reached, timeout=timeout, interval=0.2, what=f"connected={connected}")
+
+    async def wait_acknowledged_since(
+        self, http: aiohttp.ClientSession, since: float, timeout: float
+    ) -> float:
+        """Wait until every worker had a request acknowledged by Kafka after the Unix time
+        ``since``; the seconds that took."""
+
+        async def acknowledged() -> bool:
+            values = await self.metrics(http)
+            return values["relay_kafka_last_ack_timestamp_seconds"] > since
+
+        await wait_until(acknowledged, timeout=timeout, interval=0.2, what="a Kafka ack")
+        return time.time() - since
 
 
 @dataclass

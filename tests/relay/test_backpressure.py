@@ -30,7 +30,8 @@ async def test_requests_over_the_bound_get_503_and_the_rest_go_through() -> None
 
     body = event_list(corpus_events()[:20])
     limit = inflight_limit(len(body) * 2, settings.path, settings.max_body_bytes, metrics)
-    publisher = KafkaPublisher(settings.publisher)  # never started: deliver stands in for it
+    # Never started: deliver stands in for it.
+    publisher = KafkaPublisher(settings.publisher, RelayMetrics())
     app = build_app(settings, publisher, metrics, Lifecycle(), deliver=deliver, middlewares=[limit])
     async with TestClient(TestServer(app)) as client:
         held = [asyncio.create_task(client.post(settings.path, data=body)) for _ in range(2)]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
 from relay.errors import KafkaUnavailable
 from relay.kafka_connection import KafkaConnection
+from relay.metrics import RelayMetrics
 from relay.publisher import KafkaPublisher, PublisherSettings
 from relay.records import DEAD_LETTER, EVENTS, OutboundRecord
 from tests.support.kafka import read_topic, unique_topic
@@ -29,7 +33,7 @@ async def publisher(kafka_bootstrap: str) -> AsyncIterator[KafkaPublisher]:
         dead_letter_topic=f"{topic}.dead-letter",
         partitions=PARTITIONS,
     )
-    async with KafkaPublisher(settings) as publisher:
+    async with KafkaPublisher(settings, RelayMetrics()) as publisher:
         await wait_until(lambda: publisher.connected, timeout=30, what="producer connected")
         yield publisher
 
@@ -97,4 +101,41 @@ async def test_records_without_key_go_to_the_dead_letter_topic(
 async def test_publish_before_connecting_is_refused(kafka_bootstrap: str) -> None:
     settings = PublisherSettings(connection=KafkaConnection(bootstrap=kafka_bootstrap))
     with pytest.raises(KafkaUnavailable):
-        await KafkaPublisher(settings).publish([record("a", "ResponseComplete", 0)])
+        await KafkaPublisher(settings, RelayMetrics()).publish([record("a", "ResponseComplete", 0)])
+
+
+async def test_a_batch_the_broker_refuses_leaves_later_publishes_working(
+    kafka_bootstrap: str,
+) -> None:
+    # aiokafka numbers a batch before sending it and never takes the numbers back: after one
+    # refused batch, the old producer got OUT_OF_ORDER_SEQUENCE_NUMBER on every later publish.
+    topic = unique_topic("refused")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        config = {"message.timestamp.after.max.ms": "60000"}
+        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=config)])
+    finally:
+        await admin.close()
+    settings = PublisherSettings(
+        connection=KafkaConnection(bootstrap=kafka_bootstrap),
+        topic=topic,
+        dead_letter_topic=f"{topic}.dead-letter",
+        ack_timeout=3,
+    )
+    metrics = RelayMetrics()
+    async with KafkaPublisher(settings, metrics) as publisher:
+        await wait_until(lambda: publisher.connected, timeout=30, what="producer connected")
+        await publisher.publish([record("before", "ResponseComplete", 0)])
+        an_hour_ahead = (time.time() + 3600) * 1000
+        refused = OutboundRecord(EVENTS, b"{}", b"k", (), int(an_hour_ahead))
+        with pytest.raises(KafkaUnavailable):
+            await publisher.publish([refused])
+        await wait_until(lambda: publisher.connected, timeout=30, what="a new producer")
+        await publisher.publish([record("after", "ResponseComplete", 1)])
+    consumed = await read_topic(kafka_bootstrap, topic, 2)
+    assert [orjson.loads(m.value)["auditID"] for m in consumed] == ["before", "after"]
+    assert (metrics.registry.get_sample_value("relay_kafka_producer_restarts_total") or 0) >= 1
+    assert (metrics.registry.get_sample_value("relay_records_resent_total") or 0) >= 1
+    last_ack = metrics.registry.get_sample_value("relay_kafka_last_ack_timestamp_seconds")
+    assert last_ack is not None and last_ack > time.time() - 60
