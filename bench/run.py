@@ -39,7 +39,7 @@ from bench.load import saturate  # noqa: E402
 from bench.measure import Timing, measure_relay  # noqa: E402
 from bench.procs import REPO, Relay, broker_process, machine, peak_rss_mb  # noqa: E402
 from bench.traffic import Traffic, published_values  # noqa: E402
-from relay.publisher import PublisherSettings  # noqa: E402
+from relay.kafka.publisher import PublisherSettings  # noqa: E402
 from relay.settings import build_parser  # noqa: E402
 from tests.support.kafka import LocalBroker, create_topic, topic_size, unique_topic  # noqa: E402
 from tests.support.net import unused_port_pair  # noqa: E402

@@ -13,14 +13,14 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from audit_common.errors import ConfigError, KafkaUnavailable
+from audit_common.gc_policy import tune_for_bulk_json
+from audit_common.logs import configure_logging
 from consumers.metrics import ConsumerMetrics, MetricsServer
 from consumers.query import run_query
 from consumers.runner import Runner
 from consumers.settings import ConsumerSettings, build_settings
 from consumers.sinks import Sink
-from relay.errors import ConfigError, KafkaUnavailable
-from relay.gc_policy import tune_for_bulk_json
-from relay.logs import configure_logging
 
 log = logging.getLogger("consumers")
 

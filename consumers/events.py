@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from audit_common.errors import InvalidEvent
+from audit_common.headers import CLUSTER
 from consumers.event_json import project, top_fields, whole
-from relay.errors import BadRequest
 
 DECISION_ANNOTATION = "authorization.k8s.io/decision"
 REASON_ANNOTATION = "authorization.k8s.io/reason"
@@ -170,25 +172,36 @@ def decode(
 ) -> ConsumedEvent:
     """Decode one message of the relay's topic.
 
-    Called by the runner for every consumed message. Raises BadRequest, with a reason fit for
+    Called by the runner for every consumed message. Raises InvalidEvent, with a reason fit for
     the dead-letter header, when the value is not a JSON object with a string auditID.
     """
     if value is None:
-        raise BadRequest("message has no value")
+        raise InvalidEvent("message has no value")
     top = top_fields(value)
     data = None
     if top is None:
         try:
             data = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"value is not JSON: {exc}") from exc
+            raise InvalidEvent(f"value is not JSON: {exc}") from exc
         if not isinstance(data, dict):
-            raise BadRequest(f"value is a JSON {type(data).__name__}, not an object")
+            raise InvalidEvent(f"value is a JSON {type(data).__name__}, not an object")
         top = project(data)
     if not isinstance(top.get("auditID"), str):
-        raise BadRequest("missing or non-string field 'auditID'")
+        raise InvalidEvent("missing or non-string field 'auditID'")
     cluster = None
     for key, header in headers:
-        if key == "cluster":
+        if key == CLUSTER:
             cluster = header.decode("utf-8", errors="replace")
     return ConsumedEvent(value, cluster, topic, partition, offset, top, data)
+
+
+def parse_timestamp(text: str | None) -> datetime | None:
+    """An RFC 3339 timestamp as the apiserver writes it; None when absent or malformed."""
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

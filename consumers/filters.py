@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from audit_common.errors import ConfigError
 from consumers.events import ConsumedEvent
-from relay.errors import ConfigError
 
 
 def _one(value: str | None) -> tuple[str, ...]:

@@ -7,8 +7,8 @@ import logging
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from relay.errors import ConfigError
-from relay.resource import AsyncResource
+from audit_common.errors import ConfigError
+from audit_common.resource import AsyncResource
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ from typing import Any, TextIO
 import asyncpg
 import orjson
 
+from audit_common.errors import AuditRelayError, ConfigError
+from audit_common.options import EnvArgumentParser
 from consumers.postgres.connection import (
     POSTGRES_ERRORS,
     PostgresConnection,
     add_postgres_arguments,
     postgres_connection_from_args,
 )
-from relay.errors import AuditRelayError, ConfigError
-from relay.options import EnvArgumentParser
 
 ENV_PREFIX = "AUDIT_CONSUMER"
 HEADERS = (

@@ -23,13 +23,14 @@ from aiokafka import (
 )
 from aiokafka.errors import InvalidSessionTimeoutError, KafkaError
 
+from audit_common.errors import AuditRelayError, ConfigError, InvalidEvent, KafkaUnavailable
+from audit_common.headers import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from consumers.dedupe import Deduplicator
 from consumers.events import ConsumedEvent, decode
 from consumers.metrics import ConsumerMetrics
 from consumers.offsets import Offsets
 from consumers.settings import ConsumerSettings
 from consumers.sinks import Sink
-from relay.errors import AuditRelayError, BadRequest, ConfigError, KafkaUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -242,10 +243,10 @@ class Runner:
             for record, reason in undecodable:
                 headers = [
                     *record.headers,
-                    ("reason", reason.encode()),
-                    ("source-topic", record.topic.encode()),
-                    ("source-partition", str(record.partition).encode()),
-                    ("source-offset", str(record.offset).encode()),
+                    (REASON, reason.encode()),
+                    (SOURCE_TOPIC, record.topic.encode()),
+                    (SOURCE_PARTITION, str(record.partition).encode()),
+                    (SOURCE_OFFSET, str(record.offset).encode()),
                 ]
                 futures.append(
                     await producer.send(
@@ -353,7 +354,7 @@ def _decode(
                 partition=record.partition,
                 offset=record.offset,
             )
-        except BadRequest as exc:
+        except InvalidEvent as exc:
             undecodable.append((record, str(exc)))
         else:
             events.append(event)

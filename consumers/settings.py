@@ -10,12 +10,16 @@ import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from audit_common.errors import ConfigError
+from audit_common.kafka_connection import (
+    KafkaConnection,
+    add_kafka_arguments,
+    kafka_connection_from_args,
+)
+from audit_common.options import EnvArgumentParser, host_port, positive_float, positive_int
 from consumers.filters import EventFilter
 from consumers.sinks import SINKS, Sink
 from consumers.sinks.output import add_output_arguments
-from relay.errors import ConfigError
-from relay.kafka_connection import KafkaConnection, add_kafka_arguments, kafka_connection_from_args
-from relay.options import EnvArgumentParser, host_port, positive_float, positive_int
 
 ENV_PREFIX = "AUDIT_CONSUMER"
 

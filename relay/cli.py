@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from multiprocessing.connection import wait
 
-from relay.errors import ConfigError
-from relay.gc_policy import tune_for_bulk_json
-from relay.logs import configure_logging
+from audit_common.errors import ConfigError
+from audit_common.gc_policy import tune_for_bulk_json
+from audit_common.logs import configure_logging
 from relay.settings import RelaySettings, build_settings
 
 log = logging.getLogger("relay")
@@ -29,7 +29,7 @@ log = logging.getLogger("relay")
 
 def run_worker(settings: RelaySettings, level: str, reuse_port: bool) -> int:
     """Run one worker until SIGTERM or SIGINT; the entry point of each worker process too."""
-    from relay.server import serve
+    from relay.edge.server import serve
 
     configure_logging(level)
 

@@ -75,7 +75,7 @@ class RelayMetrics:
         self._add_spool_metrics(registry)
 
     def _add_kafka_metrics(self, registry: CollectorRegistry) -> None:
-        """Set by ``relay.publisher`` as its producer comes, acknowledges and goes."""
+        """Set by ``relay.kafka.publisher`` as its producer comes, acknowledges and goes."""
         self.kafka_connected = Gauge(
             "relay_kafka_connected",
             "1 while a producer is in place that has not failed a batch or missed an ack timeout",
@@ -101,7 +101,7 @@ class RelayMetrics:
         )
 
     def _add_spool_metrics(self, registry: CollectorRegistry) -> None:
-        """Set by ``relay.delivery`` (and the in-flight limit of ``relay.backpressure``)."""
+        """Set by ``relay.spool.delivery``; the in-flight bytes by ``relay.edge.backpressure``."""
         self.kafka_up = Gauge(
             "relay_kafka_up",
             "0 while Kafka fails to acknowledge and requests go to the spool",

@@ -6,15 +6,19 @@ import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from relay.auth import AuthSettings, add_auth_arguments, auth_settings_from_args
-from relay.delivery import DeliverySettings
-from relay.errors import ConfigError
-from relay.kafka_connection import add_kafka_arguments, kafka_connection_from_args
-from relay.limits import ClientLimits, add_limit_arguments, limits_from_args
-from relay.options import EnvArgumentParser, host_port, positive_float, positive_int
-from relay.publisher import PublisherSettings
-from relay.redact import RedactionSettings, add_redaction_arguments, redaction_settings_from_args
-from relay.tls import TLSSettings, add_tls_arguments, tls_settings_from_args
+from audit_common.errors import ConfigError
+from audit_common.kafka_connection import add_kafka_arguments, kafka_connection_from_args
+from audit_common.options import EnvArgumentParser, host_port, positive_float, positive_int
+from relay.edge.auth import AuthSettings, add_auth_arguments, auth_settings_from_args
+from relay.edge.limits import ClientLimits, add_limit_arguments, limits_from_args
+from relay.edge.tls import TLSSettings, add_tls_arguments, tls_settings_from_args
+from relay.events.redact import (
+    RedactionSettings,
+    add_redaction_arguments,
+    redaction_settings_from_args,
+)
+from relay.kafka.publisher import PublisherSettings
+from relay.spool.delivery import DeliverySettings
 
 ENV_PREFIX = "AUDIT_RELAY"
 

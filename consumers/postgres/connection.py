@@ -17,9 +17,9 @@ from urllib.parse import unquote
 
 import asyncpg
 
-from relay.errors import AuditRelayError, ConfigError, SinkError
-from relay.kafka_connection import read_secret_file
-from relay.options import EnvArgumentParser, positive_float
+from audit_common.errors import AuditRelayError, ConfigError, SinkError
+from audit_common.options import EnvArgumentParser, positive_float
+from audit_common.secrets import read_secret_file
 
 # What a call into asyncpg may raise when the server or the network fails.
 POSTGRES_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)

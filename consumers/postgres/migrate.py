@@ -15,7 +15,7 @@ from importlib import resources
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from relay.errors import ConfigError
+from audit_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from consumers.events import ConsumedEvent
+from consumers.events import ConsumedEvent, parse_timestamp
 
 # The columns the sink inserts, in the order of ``row``'s values.
 COLUMNS = (
@@ -36,17 +36,6 @@ COLUMNS = (
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Row = tuple[Any, ...]
-
-
-def parse_timestamp(text: str | None) -> datetime | None:
-    """An RFC 3339 timestamp as the apiserver writes it; None when absent or malformed."""
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _status_code(text: str | None) -> int | None:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import ClassVar, Self
 
+from audit_common.options import EnvArgumentParser
 from consumers.events import ConsumedEvent
-from relay.options import EnvArgumentParser
 
 
 class Sink(abc.ABC):
@@ -32,7 +32,7 @@ class Sink(abc.ABC):
     - ``close()`` once at shutdown, after the last ``flush``; also after a failed ``open``.
       ``open`` and ``close`` are idempotent; ``async with sink:`` opens and closes.
 
-    Failures: ``open``, ``write`` and ``flush`` raise ``relay.errors.SinkError`` (translate
+    Failures: ``open``, ``write`` and ``flush`` raise ``audit_common.errors.SinkError`` (translate
     foreign exceptions with ``raise SinkError(...) from exc``). The runner then retries the
     same batch, ``write`` then ``flush``, with exponential backoff until it succeeds; it never
     skips a batch. A retry may deliver events the sink already has: delivery is at least once,

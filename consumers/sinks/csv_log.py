@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Self
 
+from audit_common.errors import ConfigError
+from audit_common.options import EnvArgumentParser
 from consumers.events import ConsumedEvent
 from consumers.sinks.base import Sink
 from consumers.sinks.output import OutputSettings, OutputStream, output_from_args
-from relay.errors import ConfigError
-from relay.options import EnvArgumentParser
 
 Field = Callable[[ConsumedEvent], str | None]
 

@@ -13,9 +13,8 @@ from typing import Any
 
 import orjson
 
-from consumers.events import ConsumedEvent
-from consumers.postgres.rows import parse_timestamp
-from relay.errors import ConfigError, SinkError
+from audit_common.errors import ConfigError, SinkError
+from consumers.events import ConsumedEvent, parse_timestamp
 
 FORMATS = ("ndjson", "json-array", "elasticsearch", "splunk-hec")
 

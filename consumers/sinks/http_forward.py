@@ -24,6 +24,9 @@ from typing import Self
 import aiohttp
 from yarl import URL
 
+from audit_common.errors import ConfigError, SinkError
+from audit_common.options import EnvArgumentParser, positive_float
+from audit_common.secrets import read_secret_file
 from consumers.events import ConsumedEvent
 from consumers.sinks.base import Sink
 from consumers.sinks.http_formats import (
@@ -33,9 +36,6 @@ from consumers.sinks.http_formats import (
     check_accepted,
     encode,
 )
-from relay.errors import ConfigError, SinkError
-from relay.kafka_connection import read_secret_file
-from relay.options import EnvArgumentParser, positive_float
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from relay.errors import ConfigError, SinkError
-from relay.files import append, fsync_dir, write_all
-from relay.options import EnvArgumentParser, positive_int
+from audit_common.errors import ConfigError, SinkError
+from audit_common.files import append, fsync_dir, write_all
+from audit_common.options import EnvArgumentParser, positive_int
 
 
 @dataclass(frozen=True)

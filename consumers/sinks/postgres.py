@@ -17,6 +17,7 @@ from typing import Self
 
 import asyncpg
 
+from audit_common.options import EnvArgumentParser, positive_float, positive_int
 from consumers.events import ConsumedEvent
 from consumers.postgres.connection import (
     POSTGRES_ERRORS,
@@ -28,7 +29,6 @@ from consumers.postgres.migrate import migrate
 from consumers.postgres.retention import Retention, RetentionSettings
 from consumers.postgres.rows import COLUMNS, Row, row, storable
 from consumers.sinks.base import Sink
-from relay.options import EnvArgumentParser, positive_float, positive_int
 
 log = logging.getLogger(__name__)
 

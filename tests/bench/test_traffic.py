@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 
 from bench.traffic import SIZES, Traffic, published_values
-from relay.events import invalid_reason, items_of
+from relay.events.build import invalid_reason
+from relay.events.split import items_of
 
 
 def test_each_level_has_its_size_and_the_mix_is_mostly_metadata() -> None:

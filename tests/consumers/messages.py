@@ -10,7 +10,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from relay.events import DEFAULT_API_VERSION, encode_event, event_headers, timestamp_ms
+from relay.events.build import encode_event, event_headers, timestamp_ms
+from relay.events.split import DEFAULT_API_VERSION
 from tests.support.corpus import corpus_events
 
 

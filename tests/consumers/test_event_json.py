@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from audit_common.errors import InvalidEvent
 from consumers.event_json import TOP_NAMES, project, top_fields, whole
 from consumers.events import ConsumedEvent, decode
-from relay.errors import BadRequest
 from tests.support.corpus import corpus_events
 
 
@@ -32,7 +32,7 @@ def reference(value: bytes) -> str | dict[str, Any]:
 def narrow(value: bytes) -> str | dict[str, Any]:
     try:
         event = decode(value, [], topic="t", partition=0, offset=0)
-    except BadRequest as exc:
+    except InvalidEvent as exc:
         return str(exc)
     assert event.data == orjson.loads(value)
     return dict(event.top)

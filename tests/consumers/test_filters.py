@@ -5,9 +5,9 @@ from typing import Any
 import orjson
 import pytest
 
+from audit_common.errors import ConfigError
 from consumers.events import ConsumedEvent, decode
 from consumers.filters import EventFilter, parse_rule
-from relay.errors import ConfigError
 from tests.support.corpus import corpus_events
 
 NOISE = "verb=get|list|watch,user=system:*"

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from relay.events import invalid_reason
+from relay.events.build import invalid_reason
 from tests.consumers.conftest import StartConsumer
 from tests.consumers.http_receiver import Answer, Receiver, bulk_success
 from tests.consumers.messages import with_fresh_ids

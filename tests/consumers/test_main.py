@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
-from relay.events import invalid_reason
+from relay.events.build import invalid_reason
 from tests.consumers.conftest import StartConsumer
 from tests.consumers.messages import original_row, produce_events, with_fresh_ids
 from tests.support.corpus import corpus_events, event_list

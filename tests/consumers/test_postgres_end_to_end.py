@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from relay.events import invalid_reason
+from relay.events.build import invalid_reason
 from tests.consumers.conftest import StartConsumer
 from tests.consumers.messages import produce_events, with_fresh_ids
 from tests.consumers.sinks.test_postgres import first_of_each_key

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
+from audit_common.errors import ConfigError
 from consumers.query import build_parser, fetch, glob_to_like, parse_time, settings_from_args
-from relay.errors import ConfigError
 from tests.consumers.sinks.test_postgres import consumed, first_of_each_key, postgres_sink
 from tests.support.corpus import corpus_events
 from tests.support.net import unused_port

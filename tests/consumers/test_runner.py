@@ -14,12 +14,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from audit_common.errors import SinkError
 from consumers.events import ConsumedEvent
 from consumers.metrics import ConsumerMetrics
 from consumers.runner import Runner
 from consumers.settings import build_settings
 from consumers.sinks import SINKS, Sink
-from relay.errors import SinkError
 from tests.consumers.messages import produce_events, produce_raw, with_fresh_ids
 from tests.consumers.test_filters import CHANGES, NOISE
 from tests.support.corpus import corpus_events

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from audit_common.errors import ConfigError
 from consumers.settings import build_settings
 from consumers.sinks.csv_log import CsvLogSink
 from consumers.sinks.jsonl import JsonLinesSink
-from relay.errors import ConfigError
 
 
 def test_defaults_follow_the_sink() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.errors import ConfigError
+from audit_common.errors import ConfigError
 from relay.settings import build_settings
 
 

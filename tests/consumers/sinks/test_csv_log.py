@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 import pytest
 
+from audit_common.errors import ConfigError
 from consumers.events import ConsumedEvent, decode
 from consumers.settings import build_settings
 from consumers.sinks.csv_log import COLUMNS, CsvLogSink
-from relay.errors import ConfigError
 from tests.consumers.messages import original_row
 from tests.support.corpus import corpus_events
 

@@ -14,9 +14,9 @@ import orjson
 import pytest
 import trustme
 
+from audit_common.errors import ConfigError, SinkError
 from consumers.settings import build_settings
 from consumers.sinks.http_forward import HttpForwardSink, retry_after_seconds
-from relay.errors import ConfigError, SinkError
 from tests.consumers.http_receiver import Answer, Receiver
 from tests.consumers.sinks.test_postgres import consumed
 from tests.support.corpus import corpus_events

@@ -6,7 +6,7 @@ import orjson
 
 from consumers.events import decode
 from consumers.settings import build_settings
-from relay.events import encode_event
+from relay.events.build import encode_event
 from tests.support.corpus import corpus_events
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from audit_common.errors import ConfigError, SinkError
 from consumers.settings import build_settings
 from consumers.sinks.output import OutputSettings, OutputStream
-from relay.errors import ConfigError, SinkError
 
 
 def records(count: int, size: int = 100) -> list[bytes]:

@@ -13,12 +13,12 @@ import asyncpg
 import orjson
 import pytest
 
+from audit_common.errors import ConfigError, SinkError
 from consumers.events import ConsumedEvent, decode
 from consumers.postgres.retention import DELETE_CHUNK
 from consumers.settings import build_settings
 from consumers.sinks.postgres import PostgresSink
-from relay.errors import ConfigError, SinkError
-from relay.events import encode_event
+from relay.events.build import encode_event
 from tests.support.corpus import corpus_events
 from tests.support.net import unused_port, wait_until
 from tests.support.postgres import password_of, without_password

@@ -1,0 +1,24 @@
+"""The headers of the records on the topics: the names both programs write and read.
+
+Part of the message contract (``schemas/`` and the README's "Consuming the topic"): a consumer
+routes and filters on these without decoding the value. ``SCHEMA_VERSION`` goes up when a
+record's value or headers change in a way a downstream consumer must know about.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION_HEADER = "schema-version"
+SCHEMA_VERSION = b"1"
+
+CLUSTER = "cluster"
+# The headers of an event record, in the order the relay writes them (each only when the event
+# has it as a non-empty string), after the schema version.
+EVENT_HEADERS = (CLUSTER, "apiVersion", "verb", "stage", "level", "resource", "namespace", "user")
+
+# A dead-letter record: why it is there, and, when the relay cut it, how long it was.
+REASON = "reason"
+TRUNCATED_FROM_BYTES = "truncated-from-bytes"
+# Added by a consumer to what it dead-letters: where the record was read.
+SOURCE_TOPIC = "source-topic"
+SOURCE_PARTITION = "source-partition"
+SOURCE_OFFSET = "source-offset"

@@ -1,0 +1,47 @@
+"""Logging for both programs: one format on stderr, and aiokafka's retry chatter kept short."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a message template of a logger through at most once per ``interval`` seconds.
+
+    While a broker is down aiokafka logs every reconnect attempt, and the relay's HTTP edge
+    every request it answers 503; the programs log the outage themselves, once and then once
+    a minute, so the repeats carry no news.
+    """
+
+    def __init__(self, prefixes: tuple[str, ...], interval: float = 60.0) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+        self.interval = interval
+        self._last: dict[tuple[str, object], float] = {}
+        self._suppressed: dict[tuple[str, object], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        if now - self._last.get(key, -self.interval) < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            record.msg = f"{record.msg} ({suppressed} similar lines suppressed)"
+        return True
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Called by each entry point: first with the default level, again once flags are parsed."""
+    logging.basicConfig(level=level, stream=sys.stderr, format=FORMAT, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RepeatFilter(("aiokafka", "relay.edge.app")))
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))

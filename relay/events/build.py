@@ -1,0 +1,266 @@
+"""Audit events at the JSON edge: what kube-apiserver posts, and the Kafka records made of it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from msgspec import Raw
+
+from audit_common.headers import (
+    CLUSTER,
+    EVENT_HEADERS,
+    REASON,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_HEADER,
+    TRUNCATED_FROM_BYTES,
+)
+from relay.events import raw_fields
+from relay.events.records import DEAD_LETTER, EVENTS, OutboundRecord
+from relay.events.split import API_VERSIONS
+
+REQUIRED_STRINGS = ("auditID", "stage", "verb", "level", "requestURI", "stageTimestamp")
+TRUNCATED_ANNOTATION = "audit.k8s.io/truncated"
+# How far ahead of the relay's clock a stageTimestamp may be and still stamp its record: clock
+# skew between the apiserver and the relay, well inside the brokers' default hour.
+MAX_AHEAD_MS = 10 * 60 * 1000
+_VERSION = (SCHEMA_VERSION_HEADER, SCHEMA_VERSION)
+
+# Called on each valid event before it is encoded (redaction); returns whether it changed it.
+EventTransform = Callable[[dict[str, Any]], bool]
+# Whether the transform could change an event, from its objectRef's resource and subresource
+# ("" when absent) and the JSON of its request and response objects; False lets the event be
+# published unparsed.
+MayTransform = Callable[[str, str, Sequence[bytes]], bool]
+
+
+@dataclass
+class Batch:
+    """The records made of one request body, in order, and what happened to its items."""
+
+    records: list[OutboundRecord] = field(default_factory=list)
+    accepted: int = 0
+    dead_lettered: int = 0
+    truncated: int = 0
+    transformed: int = 0
+
+
+def invalid_reason(item: Any) -> str | None:
+    """Why ``item`` is not an audit event we can publish, or None when it is one."""
+    if not isinstance(item, dict):
+        return f"item is a JSON {type(item).__name__}, not an object"
+    for name in REQUIRED_STRINGS:
+        if not isinstance(item.get(name), str):
+            return f"missing or non-string field {name!r}"
+    for name in ("user", "objectRef", "annotations"):
+        if name in item and not isinstance(item[name], dict):
+            return f"field {name!r} is not an object"
+    try:
+        timestamp_ms(item["stageTimestamp"])
+    except ValueError:
+        return f"stageTimestamp {item['stageTimestamp']!r} is not an RFC 3339 time"
+    return None
+
+
+def timestamp_ms(text: str) -> int:
+    """Milliseconds since the epoch of an RFC 3339 time such as ``2019-02-06T14:45:25.277756Z``."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def kafka_timestamp(stage_timestamp: str) -> int | None:
+    """The record's Kafka timestamp: the stageTimestamp, or None for the producer's clock.
+
+    None for a time before 1970 or more than ``MAX_AHEAD_MS`` ahead of this clock: brokers
+    refuse a record stamped further ahead than ``log.message.timestamp.after.max.ms`` (1 h by
+    default), and with it the whole batch it shares with other requests, again on every retry
+    and spool replay. The value keeps the stageTimestamp. Raises ValueError as ``timestamp_ms``.
+    """
+    stamp = timestamp_ms(stage_timestamp)
+    if stamp < 0 or stamp > time.time() * 1000 + MAX_AHEAD_MS:
+        return None
+    return stamp
+
+
+def event_headers(event: dict[str, Any], api_version: str, cluster: str) -> list[tuple[str, bytes]]:
+    """The headers consumers filter and route on without decoding the value."""
+    object_ref = event.get("objectRef") or {}
+    user = event.get("user") or {}
+    return headers_of(
+        cluster,
+        api_version,
+        event.get("verb"),
+        event.get("stage"),
+        event.get("level"),
+        object_ref.get("resource"),
+        object_ref.get("namespace"),
+        user.get("username"),
+    )
+
+
+def headers_of(*values: Any) -> list[tuple[str, bytes]]:
+    """The schema version, then ``values`` in the order of ``EVENT_HEADERS``, but those not a
+    non-empty str."""
+    return [
+        _VERSION,
+        *(
+            (name, value.encode())
+            for name, value in zip(EVENT_HEADERS, values, strict=True)
+            if isinstance(value, str) and value
+        ),
+    ]
+
+
+def encode_event(event: dict[str, Any], api_version: str) -> bytes:
+    """The event as a line of the apiserver's audit.log: kind and apiVersion first."""
+    return dumps({"kind": "Event", "apiVersion": api_version, **event})
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON of a parsed document. Raises RecursionError if nested about 990 deep.
+
+    orjson refuses more than 255 levels of nesting, which orjson.loads accepts (up to 1024): the
+    standard library's encoder takes over there, so that such a body is not a 500.
+    """
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+def strip_objects(event: dict[str, Any]) -> dict[str, Any]:
+    """A copy without request/response objects, annotated as the truncate backend does."""
+    stripped = {k: v for k, v in event.items() if k not in ("requestObject", "responseObject")}
+    stripped["annotations"] = {**(event.get("annotations") or {}), TRUNCATED_ANNOTATION: "true"}
+    return stripped
+
+
+def dead_letter(raw: bytes, reason: str, cluster: str, limit: int) -> OutboundRecord:
+    """A record keeping ``raw`` (cut to ``limit`` bytes, said in a header) for inspection."""
+    headers = [_VERSION, (REASON, reason.encode()), (CLUSTER, cluster.encode())]
+    if len(raw) > limit:
+        headers.append((TRUNCATED_FROM_BYTES, str(len(raw)).encode()))
+        raw = raw[:limit]
+    return OutboundRecord(DEAD_LETTER, raw, None, tuple(headers), None)
+
+
+def build_batch(
+    items: list[Any],
+    api_version: str,
+    cluster: str,
+    *,
+    fits: Callable[[bytes], bool],
+    dead_letter_limit: int,
+    transform: EventTransform | None = None,
+    may_transform: MayTransform | None = None,
+) -> Batch:
+    """Turn the items of one request into records: one per event, invalid items dead-lettered.
+
+    ``fits`` says whether an encoded value is within the broker's message limit; events that do
+    not fit lose their request/response objects rather than being dropped. Each entry of
+    ``items`` is replaced by None once its record is built, so that the parsed events of a
+    large request are freed at once rather than held while it waits for Kafka's acks. Items
+    that are ``msgspec.Raw`` (``relay.edge.body.parse_body``) are published as their own bytes when
+    ``passed_through`` can, and parsed otherwise; with a ``transform`` only when
+    ``may_transform`` says it would not change them.
+    """
+    batch = Batch()
+    for index, item in enumerate(items):
+        items[index] = None  # ``item`` keeps it alive until its record is built
+        if isinstance(item, Raw):
+            record = passed_through(item, api_version, cluster, fits, transform, may_transform)
+            if record is not None:
+                batch.records.append(record)
+                batch.accepted += 1
+                continue
+            # relay.events.raw_fields.event_list let through only bytes that orjson accepts.
+            item = orjson.loads(memoryview(item))
+        reason = invalid_reason(item)
+        if reason is not None:
+            # A broken event can carry a Secret as well as a valid one.
+            if transform is not None and isinstance(item, dict) and transform(item):
+                batch.transformed += 1
+            try:
+                raw = dumps(item)
+            except RecursionError:
+                raw, reason = b"", f"{reason}; nested too deeply to keep"
+            batch.records.append(dead_letter(raw, reason, cluster, dead_letter_limit))
+            batch.dead_lettered += 1
+            continue
+        if transform is not None and transform(item):
+            batch.transformed += 1
+        version = item.get("apiVersion") if item.get("apiVersion") in API_VERSIONS else api_version
+        try:
+            value = encode_event(item, version)
+        except RecursionError:
+            value = b""  # objects nested too deeply to encode: stripped like oversized ones
+        if not value or not fits(value):
+            try:
+                value = encode_event(strip_objects(item), version)
+            except RecursionError:  # nested as deeply elsewhere: nothing of it can be kept
+                reason = "nested too deeply to encode, even without its objects"
+                batch.records.append(dead_letter(b"", reason, cluster, dead_letter_limit))
+                batch.dead_lettered += 1
+                continue
+            batch.truncated += 1
+        batch.records.append(
+            OutboundRecord(
+                EVENTS,
+                value,
+                item["auditID"].encode(),
+                tuple(event_headers(item, version, cluster)),
+                kafka_timestamp(item["stageTimestamp"]),
+            )
+        )
+        batch.accepted += 1
+    return batch
+
+
+def passed_through(
+    raw: Raw,
+    api_version: str,
+    cluster: str,
+    fits: Callable[[bytes], bool],
+    transform: EventTransform | None,
+    may_transform: MayTransform | None,
+) -> OutboundRecord | None:
+    """The record of a valid event whose value is its own bytes, or None to parse it in full.
+
+    None also when the event may need ``transform``, or would not fit: the full path redacts and
+    truncates it.
+    """
+    passable = raw_fields.passable(raw, api_version)
+    if passable is None:
+        return None
+    fields, value = passable
+    ref = raw_fields.object_ref(fields)
+    if transform is not None and (
+        may_transform is None
+        or may_transform(ref.resource or "", ref.subresource or "", raw_fields.bodies(fields))
+    ):
+        return None
+    try:
+        timestamp = kafka_timestamp(fields.stageTimestamp)
+    except ValueError:
+        return None
+    if not fits(value):
+        return None
+    username = raw_fields.user(fields).username
+    headers = headers_of(
+        cluster,
+        api_version,
+        fields.verb,
+        fields.stage,
+        fields.level,
+        ref.resource,
+        ref.namespace,
+        username,
+    )
+    return OutboundRecord(EVENTS, value, fields.auditID.encode(), tuple(headers), timestamp)

@@ -1,0 +1,118 @@
+"""Pure logic of turning posted JSON into Kafka records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from relay.events.build import (
+    MAX_AHEAD_MS,
+    build_batch,
+    encode_event,
+    event_headers,
+    invalid_reason,
+    kafka_timestamp,
+    timestamp_ms,
+)
+from relay.events.records import DEAD_LETTER, EVENTS
+from tests.support.corpus import corpus_events
+
+
+def test_invalid_reason_names_the_problem() -> None:
+    event = corpus_events()[0]
+    assert invalid_reason(event) is None
+    assert "object" in invalid_reason(3)
+    assert "'verb'" in invalid_reason({**event, "verb": None})
+    assert "'user'" in invalid_reason({**event, "user": "bob"})
+    assert "stageTimestamp" in invalid_reason({**event, "stageTimestamp": "soon"})
+
+
+def test_timestamp_parses_microseconds_and_naive_times_as_utc() -> None:
+    assert timestamp_ms("2019-02-06T14:45:25.277756Z") == 1549464325277
+    assert timestamp_ms("2019-02-06T14:45:25") == 1549464325000
+
+
+def test_encoded_event_puts_kind_and_api_version_first_and_keeps_the_rest() -> None:
+    event = {"level": "Metadata", "kind": "Event", "auditID": "a"}
+    value = orjson.loads(encode_event(event, "audit.k8s.io/v1"))
+    assert list(value) == ["kind", "apiVersion", "level", "auditID"]
+
+
+def test_headers_carry_the_schema_version_and_skip_missing_fields() -> None:
+    headers = dict(
+        event_headers({"verb": "get", "stage": "ResponseComplete"}, "audit.k8s.io/v1", "c1")
+    )
+    assert headers == {
+        "schema-version": b"1",
+        "cluster": b"c1",
+        "apiVersion": b"audit.k8s.io/v1",
+        "verb": b"get",
+        "stage": b"ResponseComplete",
+    }
+
+
+def test_batch_truncates_what_does_not_fit_and_dead_letters_invalid_items() -> None:
+    events = corpus_events()[:2]
+    big = {**events[0], "requestObject": {"x": "y" * 5000}}
+    batch = build_batch(
+        [big, {"kind": 0}, events[1]],
+        "audit.k8s.io/v1",
+        "c",
+        fits=lambda value: len(value) < 4000,
+        dead_letter_limit=100,
+    )
+    assert (batch.accepted, batch.dead_lettered, batch.truncated) == (2, 1, 1)
+    assert [record.topic for record in batch.records] == [EVENTS, DEAD_LETTER, EVENTS]
+    first = orjson.loads(batch.records[0].value)
+    assert "requestObject" not in first and first["annotations"]["audit.k8s.io/truncated"] == "true"
+    assert batch.records[0].key == events[0]["auditID"].encode()
+
+
+def test_an_event_nested_too_deeply_outside_its_objects_is_dead_lettered() -> None:
+    status: Any = "deep"
+    for _ in range(1018):  # orjson reads it; neither orjson nor json can write it back
+        status = {"details": status}
+    deep = {**corpus_events()[0], "responseStatus": status}
+    batch = build_batch(
+        [deep, corpus_events()[1]],
+        "audit.k8s.io/v1",
+        "c",
+        fits=lambda value: True,
+        dead_letter_limit=100,
+    )
+    assert (batch.accepted, batch.dead_lettered) == (1, 1)
+    assert [record.topic for record in batch.records] == [DEAD_LETTER, EVENTS]
+    assert dict(batch.records[0].headers)["reason"].startswith(b"nested too deeply")
+
+
+@pytest.mark.parametrize(
+    "stage_timestamp", ["9999-12-31T23:59:59Z", "1960-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00"]
+)
+def test_a_time_a_broker_could_refuse_leaves_the_record_unstamped(stage_timestamp: str) -> None:
+    assert kafka_timestamp(stage_timestamp) is None
+
+
+def test_a_time_within_the_clock_skew_allowance_stamps_the_record() -> None:
+    soon = datetime.now(UTC) + timedelta(milliseconds=MAX_AHEAD_MS // 2)
+    text = soon.isoformat().replace("+00:00", "Z")
+    assert kafka_timestamp(text) == timestamp_ms(text)
+    assert kafka_timestamp("2019-02-06T14:45:25.277756Z") == 1549464325277
+
+
+def test_transform_is_applied_and_counted() -> None:
+    def drop_user(event: dict) -> bool:
+        return event.pop("user", None) is not None
+
+    batch = build_batch(
+        corpus_events()[:3],
+        "audit.k8s.io/v1",
+        "c",
+        fits=lambda v: True,
+        dead_letter_limit=10,
+        transform=drop_user,
+    )
+    assert batch.transformed == 3
+    assert all("user" not in orjson.loads(record.value) for record in batch.records)

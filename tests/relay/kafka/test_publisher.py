@@ -1,0 +1,141 @@
+"""The publisher against a real broker: one record batch per partition, partitioned as Java does."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
+
+from audit_common.errors import KafkaUnavailable
+from audit_common.kafka_connection import KafkaConnection
+from relay.events.records import DEAD_LETTER, EVENTS, OutboundRecord
+from relay.kafka.publisher import KafkaPublisher, PublisherSettings
+from relay.metrics import RelayMetrics
+from tests.support.kafka import read_topic, unique_topic
+from tests.support.net import wait_until
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 12
+
+
+@pytest.fixture
+async def publisher(kafka_bootstrap: str) -> AsyncIterator[KafkaPublisher]:
+    topic = unique_topic("publisher")
+    settings = PublisherSettings(
+        connection=KafkaConnection(bootstrap=kafka_bootstrap),
+        topic=topic,
+        dead_letter_topic=f"{topic}.dead-letter",
+        partitions=PARTITIONS,
+    )
+    async with KafkaPublisher(settings, RelayMetrics()) as publisher:
+        await wait_until(lambda: publisher.connected, timeout=30, what="producer connected")
+        yield publisher
+
+
+def record(audit_id: str, stage: str, index: int) -> OutboundRecord:
+    value = f'{{"auditID":"{audit_id}","stage":"{stage}","i":{index}}}'.encode()
+    headers = (("stage", stage.encode()), ("cluster", b"c"))
+    return OutboundRecord(EVENTS, value, audit_id.encode(), headers, 1_700_000_000_000 + index)
+
+
+async def test_every_record_lands_once_in_the_partition_of_its_key(
+    publisher: KafkaPublisher,
+) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(150)]
+    stages = ("RequestReceived", "ResponseComplete")
+    records = [record(audit_id, stage, i) for i, audit_id in enumerate(ids) for stage in stages]
+    await publisher.publish(records[:100])
+    await publisher.publish(records[100:])
+
+    consumed = await read_topic(
+        publisher.settings.connection.bootstrap, publisher.settings.topic, 300
+    )
+    assert len(consumed) == 300
+    assert sorted(r.value for r in consumed) == sorted(r.value for r in records)
+    partitioner = DefaultPartitioner()
+    all_partitions = list(range(PARTITIONS))
+    by_key: dict[bytes, list[str]] = {}
+    for message in consumed:
+        assert message.key is not None
+        assert message.partition == partitioner(message.key, all_partitions, all_partitions)
+        assert message.timestamp == 1_700_000_000_000 + int(message.value.split(b'"i":')[1][:-1])
+        assert dict(message.headers)["cluster"] == b"c"
+        by_key.setdefault(message.key, []).append(dict(message.headers)["stage"].decode())
+    # Both stages of each request, in the order they were published.
+    assert all(stages_seen == list(stages) for stages_seen in by_key.values())
+    assert len({message.partition for message in consumed}) == PARTITIONS
+
+
+async def test_a_request_larger_than_one_batch_is_split_and_all_acknowledged(
+    publisher: KafkaPublisher,
+) -> None:
+    # 40 values of 100 KB on few keys: several partitions get more than one 1 MB batch.
+    value = b"x" * 100_000
+    records = [
+        OutboundRecord(EVENTS, value + str(i).encode(), f"key-{i % 3}".encode(), (), None)
+        for i in range(40)
+    ]
+    await publisher.publish(records)
+    consumed = await read_topic(
+        publisher.settings.connection.bootstrap, publisher.settings.topic, 40
+    )
+    assert sorted(m.value for m in consumed) == sorted(r.value for r in records)
+
+
+async def test_records_without_key_go_to_the_dead_letter_topic(
+    publisher: KafkaPublisher,
+) -> None:
+    records = [OutboundRecord(DEAD_LETTER, b"not json %d" % i, None, (), None) for i in range(5)]
+    await publisher.publish(records)
+    settings = publisher.settings
+    consumed = await read_topic(settings.connection.bootstrap, settings.dead_letter_topic, 5)
+    assert sorted(m.value for m in consumed) == sorted(r.value for r in records)
+
+
+async def test_publish_before_connecting_is_refused(kafka_bootstrap: str) -> None:
+    settings = PublisherSettings(connection=KafkaConnection(bootstrap=kafka_bootstrap))
+    with pytest.raises(KafkaUnavailable):
+        await KafkaPublisher(settings, RelayMetrics()).publish([record("a", "ResponseComplete", 0)])
+
+
+async def test_a_batch_the_broker_refuses_leaves_later_publishes_working(
+    kafka_bootstrap: str,
+) -> None:
+    # aiokafka numbers a batch before sending it and never takes the numbers back: after one
+    # refused batch, the old producer got OUT_OF_ORDER_SEQUENCE_NUMBER on every later publish.
+    topic = unique_topic("refused")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        config = {"message.timestamp.after.max.ms": "60000"}
+        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=config)])
+    finally:
+        await admin.close()
+    settings = PublisherSettings(
+        connection=KafkaConnection(bootstrap=kafka_bootstrap),
+        topic=topic,
+        dead_letter_topic=f"{topic}.dead-letter",
+        ack_timeout=3,
+    )
+    metrics = RelayMetrics()
+    async with KafkaPublisher(settings, metrics) as publisher:
+        await wait_until(lambda: publisher.connected, timeout=30, what="producer connected")
+        await publisher.publish([record("before", "ResponseComplete", 0)])
+        an_hour_ahead = (time.time() + 3600) * 1000
+        refused = OutboundRecord(EVENTS, b"{}", b"k", (), int(an_hour_ahead))
+        with pytest.raises(KafkaUnavailable):
+            await publisher.publish([refused])
+        await wait_until(lambda: publisher.connected, timeout=30, what="a new producer")
+        await publisher.publish([record("after", "ResponseComplete", 1)])
+    consumed = await read_topic(kafka_bootstrap, topic, 2)
+    assert [orjson.loads(m.value)["auditID"] for m in consumed] == ["before", "after"]
+    assert (metrics.registry.get_sample_value("relay_kafka_producer_restarts_total") or 0) >= 1
+    assert (metrics.registry.get_sample_value("relay_records_resent_total") or 0) >= 1
+    last_ack = metrics.registry.get_sample_value("relay_kafka_last_ack_timestamp_seconds")
+    assert last_ack is not None and last_ack > time.time() - 60
