@@ -1,4 +1,5 @@
-"""Realistic audit traffic made of the corpus's real events, encoded before any timing starts.
+"""Realistic audit traffic made of the sample events (audit_common/samples.py), encoded before any
+timing starts.
 
 Three kinds of event, as an audit policy produces them: Metadata (~1 KB), Request (2-4 KB, the
 object as sent, with kubectl's last-applied-configuration annotation) and RequestResponse
@@ -23,7 +24,8 @@ from typing import Any
 
 import orjson
 
-from tests.support.corpus import corpus_events, event_list
+from audit_common.samples import CLUSTERS, sample_events
+from tests.support.corpus import event_list
 
 # Share of each level, by event count: Metadata dominates real policies, and the few
 # RequestResponse events carry most of the bytes.
@@ -43,14 +45,20 @@ def _timestamp(moment: datetime) -> str:
 
 
 class EventFactory:
-    """Makes events of each level from the corpus; ``rng`` makes a run reproducible."""
+    """Makes events of each level from the sample events; ``rng`` makes a run reproducible."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
-        events = [_item(event) for event in corpus_events()]
+        seed = rng.getrandbits(32)
+        events = [_item(e) for c in CLUSTERS for e in sample_events(300, cluster=c, seed=seed)]
         self.plain = events
         self.with_object = [e for e in events if isinstance(e.get("requestObject"), dict)]
-        self.responses = [e for e in events if isinstance(e.get("responseObject"), dict)]
+        # Single objects, to make the items of a list response of.
+        self.responses = [
+            e
+            for e in events
+            if isinstance(e.get("responseObject"), dict) and "items" not in e["responseObject"]
+        ]
 
     def make(self, level: str) -> dict[str, Any]:
         low, high = SIZES[level]
@@ -63,7 +71,7 @@ class EventFactory:
             event = maker(low, high)
             if low <= len(orjson.dumps(event)) <= high:
                 return event
-        raise RuntimeError(f"the corpus cannot make {level} events of {low}-{high} bytes")
+        raise RuntimeError(f"the samples cannot make {level} events of {low}-{high} bytes")
 
     def _base(self, source: list[dict[str, Any]], level: str) -> dict[str, Any]:
         event = copy.deepcopy(self.rng.choice(source))

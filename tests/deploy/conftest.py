@@ -20,7 +20,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
-# deploy/local/setup builds this version into this directory.
+# deploy/local/setup --for-tests builds this version into this directory.
 KUSTOMIZE_VERSION = "v5.7.1"
 KUSTOMIZE_CACHE = Path.home() / ".cache" / "kube-audit-relay" / "bin" / "kustomize"
 
@@ -37,7 +37,9 @@ def kustomize() -> str:
     for candidate in (os.environ.get("KUSTOMIZE"), str(KUSTOMIZE_CACHE), shutil.which("kustomize")):
         if candidate and Path(candidate).is_file():
             return candidate
-    pytest.fail(f"kustomize not found: run deploy/local/setup (it builds {KUSTOMIZE_CACHE})")
+    pytest.fail(
+        f"kustomize not found: run deploy/local/setup --for-tests (it builds {KUSTOMIZE_CACHE})"
+    )
 
 
 @functools.cache

@@ -2,8 +2,8 @@
 directory on an unused 127.0.0.1 port, or the server that POSTGRES_DSN names.
 
 PostgreSQL refuses to run as root, so when the tests run as root the cluster belongs to the
-``postgres`` user (created by Debian's ``postgresql`` package, which deploy/local/setup installs)
-and every server command runs through ``runuser``.
+``postgres`` user (created by Debian's ``postgresql`` package, which
+``deploy/local/setup --for-tests`` installs) and every server command runs through ``runuser``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ def server_bin_dir() -> Path:
         return Path(found).resolve().parent
     candidates = glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")
     if not candidates:
-        raise RuntimeError("no PostgreSQL server binaries: run deploy/local/setup (as root)")
+        raise RuntimeError(
+            "no PostgreSQL server binaries: run deploy/local/setup --for-tests (as root)"
+        )
     newest = max(candidates, key=lambda path: int(Path(path).parts[-3]))
     return Path(newest).parent
 
