@@ -24,7 +24,14 @@ from aiokafka import (
 from aiokafka.errors import InvalidSessionTimeoutError, KafkaError
 
 from audit_common.errors import AuditRelayError, ConfigError, InvalidEvent, KafkaUnavailable
-from audit_common.headers import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+from audit_common.headers import (
+    REASON,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_HEADER,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TOPIC,
+)
 from consumers.dedupe import Deduplicator
 from consumers.events import ConsumedEvent, decode
 from consumers.metrics import ConsumerMetrics
@@ -242,7 +249,8 @@ class Runner:
             futures = []
             for record, reason in undecodable:
                 headers = [
-                    *record.headers,
+                    *((k, v) for k, v in record.headers if k != SCHEMA_VERSION_HEADER),
+                    (SCHEMA_VERSION_HEADER, SCHEMA_VERSION),
                     (REASON, reason.encode()),
                     (SOURCE_TOPIC, record.topic.encode()),
                     (SOURCE_PARTITION, str(record.partition).encode()),

@@ -65,6 +65,10 @@ _BATCH_OVERHEAD = 4096
 # that the workers of many relays do not knock on a returning broker in step.
 _FIRST_CONNECT_DELAY = 0.25
 _MAX_CONNECT_DELAY = 5.0
+# How long acks may keep a request waiting before the publisher asks whether any broker answers.
+# While none does, aiokafka's sender refreshes metadata in a loop without pause (a core's worth
+# of CPU); giving the producer up stops that, and the reconnects back off instead.
+_STALL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,10 @@ class _Producer:
     producer: AIOKafkaProducer
     batches: PartitionBatches
     number: int
+    probe: asyncio.Task[None] | None = None
+    probed_at: float = 0.0
+    # Set when given up because no broker answered: then nothing is sent again on a new one.
+    unreachable: str | None = None
 
 
 class KafkaPublisher(AsyncResource):
@@ -158,10 +166,11 @@ class KafkaPublisher(AsyncResource):
     async def publish(self, records: Sequence[OutboundRecord]) -> None:
         """Send ``records`` and return once Kafka acknowledged every one of them.
 
-        Raises KafkaUnavailable at once when no producer is in place, or when the acks do not
-        all arrive within the ack timeout (a failed batch is sent again on a new producer while
-        that time lasts). Records sent before a failure may still arrive: the caller answers
-        with an error and the sender retries (at-least-once).
+        Raises KafkaUnavailable at once when no producer is in place, as soon as no broker
+        answers, or when the acks do not all arrive within the ack timeout (a batch that failed
+        while the brokers answer is sent again on a new producer while that time lasts). Records
+        sent before a failure may still arrive: the caller answers with an error and the sender
+        retries (at-least-once).
         """
         current = self._current
         if current is None:
@@ -174,6 +183,8 @@ class KafkaPublisher(AsyncResource):
                     failed, error = await self._send(current, pending)
                     if failed:
                         self._abandon(current, error)
+                        if current.unreachable is not None:
+                            raise KafkaUnavailable(f"Kafka unreachable: {current.unreachable}")
                         self._metrics.records_resent.inc(len(failed))
                         await self._installed.wait()
                         current = self._current or current
@@ -199,11 +210,33 @@ class KafkaPublisher(AsyncResource):
                 acks.append(current.batches.add(topic, known, record))
         except KafkaError as exc:  # the topic's metadata could not be had
             return [*records], exc
-        # asyncio.wait, not gather: a timeout must not cancel the shared batch futures.
-        await asyncio.wait(set(acks))
+        await self._wait(current, set(acks))
         failed = [record for record, ack in zip(records, acks, strict=True) if ack.exception()]
         errors = (ack.exception() for ack in acks)
         return failed, next((error for error in errors if error is not None), None)
+
+    async def _wait(self, current: _Producer, acks: set[asyncio.Future[None]]) -> None:
+        """Wait for ``acks``; give ``current`` up as soon as no broker answers while they wait."""
+        while acks:
+            # asyncio.wait, not gather: a timeout must not cancel the shared batch futures.
+            _, acks = await asyncio.wait(acks, timeout=_STALL_S)
+            if acks and self._current is current:
+                if current.probe is None and time.monotonic() - current.probed_at >= _STALL_S:
+                    current.probe = asyncio.create_task(self._probe(current))
+                if current.probe is not None:
+                    await asyncio.shield(current.probe)
+
+    async def _probe(self, current: _Producer) -> None:
+        """Ask for the cluster's metadata; abandon ``current`` when no broker answers in time."""
+        try:
+            async with asyncio.timeout(_STALL_S):
+                await current.producer.client.fetch_all_metadata()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            if self._current is current:
+                current.unreachable = f"no broker answers ({exc or type(exc).__name__})"
+                self._abandon(current, current.unreachable)
+        finally:
+            current.probe, current.probed_at = None, time.monotonic()
 
     def _acknowledged(self, seconds: float) -> None:
         self._attempts = 0
@@ -239,9 +272,12 @@ class KafkaPublisher(AsyncResource):
                 accumulator = producer._message_accumulator
                 # A batch sent and put back for a retry still has the callback that takes it out
                 # of the in-flight set once it is done: put it there, or that callback raises.
-                for batches in accumulator._batches.values():
-                    accumulator._pending_batches.update(batches)
+                unsent = [batch for batches in accumulator._batches.values() for batch in batches]
+                accumulator._pending_batches.update(unsent)
                 accumulator.fail_all(KafkaError("the producer was replaced"))
+                for batch in unsent:  # retrieve the error its drain waiter got, or asyncio logs it
+                    with contextlib.suppress(KafkaError):
+                        await batch.wait_drain(0)
                 await producer.stop()
         except TimeoutError:
             log.error("kafka producer %d did not close in time; abandoned", current.number)

@@ -77,12 +77,14 @@ async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
 
 
 async def read_topic(
-    bootstrap: str, topic: str, count: int, *, timeout: float = 30.0
+    bootstrap: str, topic: str, count: int, *, timeout: float = 30.0, contract: bool = True
 ) -> list[ConsumerRecord]:
     """Read the first ``count`` records of ``topic`` (all partitions, from the start).
 
     Fails the test when fewer arrive within ``timeout``; returns exactly what arrived when more
-    arrive in the same fetch, so callers can assert on the exact count.
+    arrive in the same fetch, so callers can assert on the exact count. With ``contract``, also
+    when a record breaks the message contract (``tests.support.contract``): off only for
+    topics a test fills with broken records on purpose.
     """
     consumer = AIOKafkaConsumer(
         topic,
@@ -110,6 +112,11 @@ async def read_topic(
             records.extend(batch)
     finally:
         await consumer.stop()
+    if contract:
+        from tests.support.contract import check_record  # imports this module
+
+        for record in records:
+            check_record(record)
     return records
 
 

@@ -13,7 +13,9 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from audit_common.errors import KafkaUnavailable
 from audit_common.kafka_connection import KafkaConnection
-from relay.events.records import DEAD_LETTER, EVENTS, OutboundRecord
+from relay.events.build import dead_letter, encode_event, event_headers
+from relay.events.records import EVENTS, OutboundRecord
+from relay.events.split import DEFAULT_API_VERSION
 from relay.kafka.publisher import KafkaPublisher, PublisherSettings
 from relay.metrics import RelayMetrics
 from tests.support.kafka import read_topic, unique_topic
@@ -38,9 +40,20 @@ async def publisher(kafka_bootstrap: str) -> AsyncIterator[KafkaPublisher]:
         yield publisher
 
 
-def record(audit_id: str, stage: str, index: int) -> OutboundRecord:
-    value = f'{{"auditID":"{audit_id}","stage":"{stage}","i":{index}}}'.encode()
-    headers = (("stage", stage.encode()), ("cluster", b"c"))
+def record(audit_id: str, stage: str, index: int, request: object = None) -> OutboundRecord:
+    """An event record as the relay builds it; ``index`` is its last field and timestamp."""
+    event = {
+        "level": "Request" if request is not None else "Metadata",
+        "auditID": audit_id,
+        "stage": stage,
+        "requestURI": "/api/v1/namespaces/default/configmaps",
+        "verb": "create",
+        "stageTimestamp": "2023-11-14T22:13:20.000000Z",
+        **({"requestObject": request} if request is not None else {}),
+        "i": index,
+    }
+    headers = tuple(event_headers(event, DEFAULT_API_VERSION, "c"))
+    value = encode_event(event, DEFAULT_API_VERSION)
     return OutboundRecord(EVENTS, value, audit_id.encode(), headers, 1_700_000_000_000 + index)
 
 
@@ -76,11 +89,8 @@ async def test_a_request_larger_than_one_batch_is_split_and_all_acknowledged(
     publisher: KafkaPublisher,
 ) -> None:
     # 40 values of 100 KB on few keys: several partitions get more than one 1 MB batch.
-    value = b"x" * 100_000
-    records = [
-        OutboundRecord(EVENTS, value + str(i).encode(), f"key-{i % 3}".encode(), (), None)
-        for i in range(40)
-    ]
+    data = {"data": {"blob": "x" * 100_000}}
+    records = [record(f"key-{i % 3}", "ResponseComplete", i, data) for i in range(40)]
     await publisher.publish(records)
     consumed = await read_topic(
         publisher.settings.connection.bootstrap, publisher.settings.topic, 40
@@ -91,7 +101,7 @@ async def test_a_request_larger_than_one_batch_is_split_and_all_acknowledged(
 async def test_records_without_key_go_to_the_dead_letter_topic(
     publisher: KafkaPublisher,
 ) -> None:
-    records = [OutboundRecord(DEAD_LETTER, b"not json %d" % i, None, (), None) for i in range(5)]
+    records = [dead_letter(b"not json %d" % i, "not JSON", "c", 1000) for i in range(5)]
     await publisher.publish(records)
     settings = publisher.settings
     consumed = await read_topic(settings.connection.bootstrap, settings.dead_letter_topic, 5)
