@@ -10,6 +10,7 @@ the dead-letter topic, and why, stays as before.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -89,17 +90,32 @@ def _orjson_number(value: Any) -> Any:
 
 
 def whole(value: bytes) -> Any:
-    """The whole event of a value ``top_fields`` accepted, as ``orjson.loads`` gives it.
+    """The whole event, as ``orjson.loads`` gives it where it can. Raises ValueError when
+    ``value`` is not JSON (RFC 8259).
 
-    orjson refuses a number beyond a float's range (1e999) where ``top_fields`` skips it
-    unseen; such a number reads as null (what orjson writes for an infinite float) rather than
-    making every sink that reads the whole event fail on that message forever.
+    orjson refuses some valid JSON: a number beyond a float's range (1e999), which reads as
+    null here (what orjson writes for an infinite float), and an escape that is no Unicode
+    character (a lone ``\\ud800``), which the standard library reads as that code point. So a
+    sink that reads the whole event does not fail on such a message forever.
     """
     try:
         return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        lenient = msgspec.json.Decoder(float_hook=_finite_or_none)
-        return _orjson_number(lenient.decode(value))
+    except orjson.JSONDecodeError as refused:
+        try:
+            lenient = msgspec.json.Decoder(float_hook=_finite_or_none)
+            return _orjson_number(lenient.decode(value))
+        except (msgspec.DecodeError, RecursionError):
+            pass
+        try:
+            text = value.decode("utf-8")
+            data = json.loads(text, parse_constant=_not_json, parse_float=_finite_or_none)
+            return _orjson_number(data)
+        except (ValueError, RecursionError):
+            raise refused from None  # not JSON: orjson's reason names the problem best
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def project(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ they need; sinks that need the whole event read ``data``, decoded on first use.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,12 @@ class ConsumedEvent:
     offset: int
     top: Mapping[str, Any] = field(repr=False, compare=False)
     _data: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 of the value as published: what a repeat shares and a distinct event does not
+        (auditID, stage and stageTimestamp do not identify an event)."""
+        return hashlib.sha256(self.raw).digest()
 
     @property
     def data(self) -> Mapping[str, Any]:
@@ -181,8 +188,8 @@ def decode(
     data = None
     if top is None:
         try:
-            data = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
+            data = whole(value)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
             raise InvalidEvent(f"value is not JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise InvalidEvent(f"value is a JSON {type(data).__name__}, not an object")

@@ -116,7 +116,7 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
         type=int,
         default=10000,
         metavar="N",
-        help="drop a repeat of (cluster, auditID, stage, stageTimestamp) among the last N; 0: off",
+        help="drop a repeat (same cluster, same value byte for byte) among the last N; 0: off",
     )
     add("--metrics-listen", type=host_port, help="HOST:PORT serving /metrics and /healthz")
     add(

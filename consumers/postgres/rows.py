@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,8 @@ COLUMNS = (
     "decision",
     "reason",
     "event",
+    "event_digest",
+    "event_text",
 )
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -45,52 +48,87 @@ def _status_code(text: str | None) -> int | None:
     return int(text)
 
 
-def _without_nul(value: Any) -> Any:
+# What PostgreSQL text cannot hold: NUL, and UTF-16 surrogates (JSON escapes that are no
+# Unicode character, which a decoded string keeps as lone code points).
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable_text(value: Any) -> Any:
     if isinstance(value, str):
-        return value.replace("\x00", "")
+        return _UNSTORABLE.sub(lambda match: "" if match[0] == "\x00" else "\ufffd", value)
     if isinstance(value, Mapping):
-        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+        return {_storable_text(key): _storable_text(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_without_nul(item) for item in value]
+        return [_storable_text(item) for item in value]
     return value
 
 
 def storable(event: ConsumedEvent) -> ConsumedEvent:
-    """``event`` without NUL characters, which PostgreSQL text and jsonb cannot hold.
+    """``event`` for the columns: NULs dropped and lone surrogates replaced by U+FFFD, which
+    PostgreSQL text cannot hold.
 
     A request URI or object name with ``%00`` would otherwise fail its batch on every retry.
+    The event itself is stored as received, in ``event_text`` when jsonb cannot take it.
     """
-    if b"\\u0000" not in event.raw:
+    if _UNSTORABLE_ESCAPE.search(event.raw) is None:
         return event
-    return event.with_data(_without_nul(event.data))
+    cleaned = _storable_text(event.data)
+    return event if cleaned == event.data else event.with_data(cleaned)
 
 
 def row(event: ConsumedEvent) -> Row:
-    """The values of ``COLUMNS`` for ``event`` (already ``storable``)."""
-    received = parse_timestamp(event.request_received_timestamp)
-    object_ref = event.data.get("objectRef")
+    """The values of ``COLUMNS`` for ``event`` as consumed.
+
+    The event goes to the jsonb column, or, when it holds an escape jsonb refuses (``\\u0000``,
+    a lone surrogate), to ``event_text``; ``as_text`` moves it there for any other reason.
+    """
+    columns = storable(event)
+    received = parse_timestamp(columns.request_received_timestamp)
+    object_ref = columns.data.get("objectRef")
     api_group = object_ref.get("apiGroup") if isinstance(object_ref, Mapping) else None
+    text = event.raw.decode("utf-8")
+    jsonb = columns is event
     return (
-        event.cluster or "",
-        event.audit_id,
-        event.stage or "",
-        parse_timestamp(event.stage_timestamp) or received or EPOCH,
+        columns.cluster or "",
+        columns.audit_id,
+        columns.stage or "",
+        parse_timestamp(columns.stage_timestamp) or received or EPOCH,
         received,
-        event.level,
-        event.verb,
-        event.username,
-        list(event.groups),
-        list(event.source_ips),
-        event.user_agent,
-        event.impersonated_user,
-        event.namespace,
-        event.resource,
-        event.subresource,
-        event.name,
+        columns.level,
+        columns.verb,
+        columns.username,
+        list(columns.groups),
+        list(columns.source_ips),
+        columns.user_agent,
+        columns.impersonated_user,
+        columns.namespace,
+        columns.resource,
+        columns.subresource,
+        columns.name,
         api_group if isinstance(api_group, str) else None,
-        event.request_uri,
-        _status_code(event.response_code),
-        event.decision,
-        event.reason,
-        event.raw.decode("utf-8"),
+        columns.request_uri,
+        _status_code(columns.response_code),
+        columns.decision,
+        columns.reason,
+        text if jsonb else None,
+        event.digest,
+        None if jsonb else text,
     )
+
+
+def as_text(values: Row) -> Row:
+    """``values`` with the event moved from the jsonb column to ``event_text``."""
+    moved = list(values)
+    moved[_EVENT], moved[_EVENT_TEXT] = None, values[_EVENT]
+    return tuple(moved)
+
+
+def jsonb_event(values: Row) -> str | None:
+    """The event text ``values`` put in the jsonb column, if any."""
+    event: str | None = values[_EVENT]
+    return event
+
+
+_EVENT = COLUMNS.index("event")
+_EVENT_TEXT = COLUMNS.index("event_text")

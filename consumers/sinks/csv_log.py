@@ -125,7 +125,8 @@ class CsvLogSink(Sink):
         for row in rows:
             buffer.write(prefix)
             writer.writerow(row)
-        return buffer.getvalue().encode("utf-8")
+        # A lone surrogate (a JSON escape that is no Unicode character) as that escape.
+        return buffer.getvalue().encode("utf-8", "backslashreplace")
 
     async def open(self) -> None:
         await self._stream.open()

@@ -2,7 +2,8 @@
 
 Each flush inserts the buffered batch in one transaction and returns once it is committed, so
 the runner commits Kafka offsets only for rows that are in the table. A unique key on (cluster,
-auditID, stage, stageTimestamp) with ON CONFLICT DO NOTHING makes redelivery harmless.
+digest of the event's bytes) with ON CONFLICT DO NOTHING makes redelivery harmless, and keeps
+distinct events that share auditID, stage and stageTimestamp.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Self
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from audit_common.options import EnvArgumentParser, positive_float, positive_int
 from consumers.events import ConsumedEvent
@@ -27,7 +29,7 @@ from consumers.postgres.connection import (
 )
 from consumers.postgres.migrate import migrate
 from consumers.postgres.retention import Retention, RetentionSettings
-from consumers.postgres.rows import COLUMNS, Row, row, storable
+from consumers.postgres.rows import COLUMNS, Row, as_text, jsonb_event, row
 from consumers.sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ CREATE_STAGING = (
 )
 INSERT = (
     f"INSERT INTO audit_events ({_COLUMNS}) SELECT {_COLUMNS} FROM {STAGING} ORDER BY position "
-    "ON CONFLICT (cluster, audit_id, stage, stage_timestamp) DO NOTHING"
+    "ON CONFLICT (cluster, event_digest) DO NOTHING"
 )
 
 
@@ -127,7 +129,7 @@ class PostgresSink(Sink):
         log.info("writing to PostgreSQL at %s", connection.target)
 
     async def write(self, events: Sequence[ConsumedEvent]) -> None:
-        self._pending.extend(row(storable(event)) for event in events)
+        self._pending.extend(row(event) for event in events)
 
     async def flush(self) -> None:
         rows, self._pending = self._pending, []
@@ -135,13 +137,14 @@ class PostgresSink(Sink):
             return
         assert self._pool is not None, "flush before open"
         try:
-            async with self._pool.acquire() as session, session.transaction():
-                await session.copy_records_to_table(
-                    STAGING,
-                    records=[(position, *values) for position, values in enumerate(rows)],
-                    columns=("position", *COLUMNS),
-                )
-                status = await session.execute(INSERT)
+            async with self._pool.acquire() as session:
+                try:
+                    status = await _insert(session, rows)
+                except asyncpg.DataError:
+                    # jsonb refuses some valid JSON (an escape that is no Unicode character, a
+                    # number beyond numeric's range): those events are kept as text instead.
+                    rows = [await _jsonb_or_text(session, values) for values in rows]
+                    status = await _insert(session, rows)
         except POSTGRES_ERRORS as exc:
             raise self.settings.connection.translate(exc, "insert into") from exc
         inserted = int(status.rpartition(" ")[2])
@@ -161,6 +164,30 @@ class PostgresSink(Sink):
         except POSTGRES_ERRORS:
             # The server is gone or stuck: nothing is pending, so just drop the connections.
             pool.terminate()
+
+
+async def _insert(session: asyncpg.Connection | PoolConnectionProxy, rows: list[Row]) -> str:
+    """Copy ``rows`` in and move the new ones into audit_events, in one transaction."""
+    async with session.transaction():
+        await session.copy_records_to_table(
+            STAGING,
+            records=[(position, *values) for position, values in enumerate(rows)],
+            columns=("position", *COLUMNS),
+        )
+        status: str = await session.execute(INSERT)
+        return status
+
+
+async def _jsonb_or_text(session: asyncpg.Connection | PoolConnectionProxy, values: Row) -> Row:
+    """``values`` as they are when jsonb takes the event, with the event as text otherwise."""
+    event = jsonb_event(values)
+    if event is None:
+        return values
+    try:
+        await session.fetchval("SELECT $1::text::jsonb IS NOT NULL", event)
+    except asyncpg.DataError:
+        return as_text(values)
+    return values
 
 
 async def _create_staging(session: asyncpg.Connection) -> None:

@@ -6,8 +6,15 @@ from consumers.dedupe import Deduplicator
 from consumers.events import ConsumedEvent, decode
 
 
-def event(audit_id: str, stage: str = "ResponseComplete", cluster: str = "c") -> ConsumedEvent:
-    data = {"auditID": audit_id, "stage": stage, "stageTimestamp": "2024-01-01T00:00:00.1Z"}
+def event(
+    audit_id: str, stage: str = "ResponseComplete", cluster: str = "c", verb: str = "get"
+) -> ConsumedEvent:
+    data = {
+        "auditID": audit_id,
+        "stage": stage,
+        "stageTimestamp": "2024-01-01T00:00:00.1Z",
+        "verb": verb,
+    }
     return decode(
         orjson.dumps(data), [("cluster", cluster.encode())], topic="t", partition=0, offset=0
     )
@@ -26,6 +33,14 @@ def test_stage_and_cluster_are_part_of_the_key() -> None:
     assert not dedupe.is_repeat(event("a", stage="ResponseComplete"))
     assert not dedupe.is_repeat(event("a", cluster="other"))
     assert dedupe.is_repeat(event("a", stage="ResponseComplete"))
+
+
+def test_distinct_events_sharing_audit_id_stage_and_time_are_both_kept() -> None:
+    # Clients set Audit-ID themselves: two requests may share it, stage and stageTimestamp.
+    dedupe = Deduplicator(10)
+    assert not dedupe.is_repeat(event("a", verb="get"))
+    assert not dedupe.is_repeat(event("a", verb="delete"))
+    assert dedupe.is_repeat(event("a", verb="delete"))
 
 
 def test_only_the_last_n_keys_are_remembered() -> None:

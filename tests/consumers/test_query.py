@@ -15,7 +15,7 @@ import pytest
 
 from audit_common.errors import ConfigError
 from consumers.query import build_parser, fetch, glob_to_like, parse_time, settings_from_args
-from tests.consumers.sinks.test_postgres import consumed, first_of_each_key, postgres_sink
+from tests.consumers.sinks.test_postgres import consumed, postgres_sink
 from tests.support.corpus import corpus_events
 from tests.support.net import unused_port
 from tests.support.postgres import password_of, without_password
@@ -44,9 +44,9 @@ def query(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 
 
 def matching(**wanted: Any) -> list[dict[str, Any]]:
-    """Corpus events (one per key) whose fields hold the wanted values; None means any."""
+    """Corpus events whose fields hold the wanted values; None means any."""
     found = []
-    for event in first_of_each_key(corpus_events()):
+    for event in corpus_events():
         ref = event.get("objectRef") or {}
         fields = {
             "user": event["user"]["username"],
