@@ -75,7 +75,8 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
         "--replication-factor",
         type=positive_int,
         default=1,
-        help="replication factor of the topics when the relay creates them (3 in production)",
+        help="replication factor of the topics when the relay creates them (3 in production); "
+        "they get min.insync.replicas = min(2, this)",
     )
     add("--cluster", default="default", help="cluster name put in each event's 'cluster' header")
     add(

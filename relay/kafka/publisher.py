@@ -41,8 +41,8 @@ from dataclasses import dataclass
 
 import cramjam
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from audit_common.errors import KafkaUnavailable
 from audit_common.kafka_connection import KafkaConnection
@@ -50,6 +50,7 @@ from audit_common.resource import AsyncResource
 from relay.events.records import DEAD_LETTER, EVENTS, OutboundRecord
 from relay.kafka.outage import OutageLog
 from relay.kafka.partition_batches import PartitionBatches
+from relay.kafka.topics import ensure_topics, warn_if_not_replicated
 from relay.metrics import RelayMetrics
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ class KafkaPublisher(AsyncResource):
         self._closing: set[asyncio.Task[None]] = set()
         self._installed = asyncio.Event()
         self._started = False
+        self._durability_checked = False
         # Failed attempts since the last acknowledgement: the reconnect delay grows with them.
         self._attempts = 0
         self._outage = OutageLog(settings.connection.bootstrap)
@@ -327,14 +329,11 @@ class KafkaPublisher(AsyncResource):
         admin = AIOKafkaAdminClient(**self.settings.connection.client_kwargs())
         await admin.start()
         try:
-            existing = set(await admin.list_topics())
-            missing = [name for name in self._topics.values() if name not in existing]
-            for name in missing:
-                topic = NewTopic(name, self.settings.partitions, self.settings.replication_factor)
-                try:
-                    await admin.create_topics([topic])
-                    log.info("created topic %s with %d partitions", name, self.settings.partitions)
-                except TopicAlreadyExistsError:
-                    pass  # another worker or relay created it first
+            names = self._topics.values()
+            settings = self.settings
+            await ensure_topics(admin, names, settings.partitions, settings.replication_factor)
+            if not self._durability_checked:
+                await warn_if_not_replicated(admin, names)
+                self._durability_checked = True
         finally:
             await admin.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import DefaultPartitioner
 
 from audit_common.errors import KafkaUnavailable
@@ -149,3 +151,34 @@ async def test_a_batch_the_broker_refuses_leaves_later_publishes_working(
     assert (metrics.registry.get_sample_value("relay_records_resent_total") or 0) >= 1
     last_ack = metrics.registry.get_sample_value("relay_kafka_last_ack_timestamp_seconds")
     assert last_ack is not None and last_ack > time.time() - 60
+
+
+async def test_created_topics_require_what_replicas_they_have_and_one_broker_is_warned_of(
+    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = unique_topic("durable")
+    settings = PublisherSettings(
+        connection=KafkaConnection(bootstrap=kafka_bootstrap),
+        topic=topic,
+        dead_letter_topic=f"{topic}.dead-letter",
+    )
+    with caplog.at_level(logging.WARNING, logger="relay.kafka.topics"):
+        async with KafkaPublisher(settings, RelayMetrics()) as publisher:
+            await wait_until(lambda: publisher.connected, timeout=30, what="producer connected")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"min.insync.replicas": None})]
+        )
+    finally:
+        await admin.close()
+    [resource] = response.to_object()["resources"]
+    [entry] = resource["config_entries"]
+    assert entry["config_value"] == "1"  # min(2, replication factor 1)
+    assert entry["config_source"] == 1  # set on the topic, not the broker's default
+    warned = [r.getMessage() for r in caplog.records if "one broker only" in r.getMessage()]
+    assert {message.split(":")[0] for message in warned} == {
+        f"topic {topic}",
+        f"topic {topic}.dead-letter",
+    }

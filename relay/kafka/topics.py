@@ -1,0 +1,83 @@
+"""The relay's topics: created when missing, and checked that an acknowledgement means replicated.
+
+With ``acks=all`` a broker acknowledges a record once every in-sync replica has it; with a
+replication factor of 1, or ``min.insync.replicas`` of 1, that can be one broker, and a 200
+the apiserver got then rests on one disk. The relay creates its topics with the replication
+factor it is given and ``min.insync.replicas`` = min(2, factor), and warns at start about an
+existing topic that lets an acknowledged event live on one broker only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+MIN_INSYNC = "min.insync.replicas"
+
+
+def min_insync_replicas(replication_factor: int) -> int:
+    """What the relay sets on a topic it creates: 2 where there are two replicas to require."""
+    return min(2, replication_factor)
+
+
+async def ensure_topics(
+    admin: AIOKafkaAdminClient, names: Iterable[str], partitions: int, replication_factor: int
+) -> None:
+    """Create those of ``names`` that do not exist. Raises KafkaError."""
+    existing = set(await admin.list_topics())
+    config = {MIN_INSYNC: str(min_insync_replicas(replication_factor))}
+    for name in names:
+        if name in existing:
+            continue
+        try:
+            topic = NewTopic(name, partitions, replication_factor, topic_configs=config)
+            await admin.create_topics([topic])
+            log.info(
+                "created topic %s: %d partitions, replication factor %d, %s %s",
+                name,
+                partitions,
+                replication_factor,
+                MIN_INSYNC,
+                config[MIN_INSYNC],
+            )
+        except TopicAlreadyExistsError:
+            pass  # another worker or relay created it first
+
+
+async def warn_if_not_replicated(admin: AIOKafkaAdminClient, names: Iterable[str]) -> None:
+    """Log a warning for each topic whose acknowledged records may be on one broker only.
+
+    Raises KafkaError when the brokers cannot be asked.
+    """
+    names = list(names)
+    replicas = {
+        topic["topic"]: min((len(p["replicas"]) for p in topic["partitions"]), default=0)
+        for topic in await admin.describe_topics(names)
+    }
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, name, {MIN_INSYNC: None}) for name in names
+    ]
+    insync: dict[str, int] = {}
+    for response in await admin.describe_configs(resources):
+        for resource in response.to_object()["resources"]:
+            for entry in resource["config_entries"]:
+                if entry["config_names"] == MIN_INSYNC:
+                    insync[resource["resource_name"]] = int(entry["config_value"])
+    for name in names:
+        factor, required = replicas.get(name, 0), insync.get(name, 1)
+        if factor < 2 or required < 2:
+            log.warning(
+                "topic %s: replication factor %d, %s %d: an event Kafka acknowledged may be on "
+                "one broker only; use a replication factor of 3 and %s 2",
+                name,
+                factor,
+                MIN_INSYNC,
+                required,
+                MIN_INSYNC,
+            )
