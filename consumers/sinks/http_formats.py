@@ -1,7 +1,7 @@
 """Request bodies of the http sink (``--http-format``), and what a 2xx answer to them means.
 
-Each document is the audit event as received, plus ``cluster`` (the relay's cluster header)
-when the message had one, since a SIEM fed by many clusters must tell them apart.
+Each document is the audit event's bytes as received, plus ``cluster`` (the relay's cluster
+header) when the message had one, since a SIEM fed by many clusters must tell them apart.
 """
 
 from __future__ import annotations
@@ -28,10 +28,17 @@ class BodyOptions:
     sourcetype: str = "kube:apiserver:audit"
 
 
-def document(event: ConsumedEvent) -> dict[str, Any]:
-    if event.cluster is None or "cluster" in event.data:
-        return dict(event.data)
-    return {**event.data, "cluster": event.cluster}
+def document(event: ConsumedEvent, **extra: str | None) -> bytes:
+    """The event's bytes as consumed, with ``cluster`` (and ``extra``) added at the end where
+    the event has no such member: every number and escape stays as the apiserver sent it."""
+    members = {"cluster": event.cluster, **extra}
+    added = b"".join(
+        b"," + orjson.dumps(name) + b":" + orjson.dumps(value)
+        for name, value in members.items()
+        if value is not None and name not in event.data
+    )
+    raw = event.raw.rstrip()
+    return raw[:-1] + added + b"}" if added else raw
 
 
 def document_id(event: ConsumedEvent) -> str:
@@ -42,11 +49,11 @@ def document_id(event: ConsumedEvent) -> str:
 
 
 def _ndjson(events: Sequence[ConsumedEvent], options: BodyOptions) -> bytes:
-    return b"".join(orjson.dumps(document(event)) + b"\n" for event in events)
+    return b"".join(document(event) + b"\n" for event in events)
 
 
 def _json_array(events: Sequence[ConsumedEvent], options: BodyOptions) -> bytes:
-    return orjson.dumps([document(event) for event in events])
+    return b"[" + b",".join(document(event) for event in events) + b"]"
 
 
 def _elasticsearch(events: Sequence[ConsumedEvent], options: BodyOptions) -> bytes:
@@ -56,9 +63,8 @@ def _elasticsearch(events: Sequence[ConsumedEvent], options: BodyOptions) -> byt
         action: dict[str, str] = {"_id": document_id(event)}
         if options.index:
             action["_index"] = options.index
-        source = document(event)
-        source.setdefault("@timestamp", event.stage_timestamp)
-        lines.append(orjson.dumps({"create": action}) + b"\n" + orjson.dumps(source) + b"\n")
+        source = document(event, **{"@timestamp": event.stage_timestamp})
+        lines.append(orjson.dumps({"create": action}) + b"\n" + source + b"\n")
     return b"".join(lines)
 
 
@@ -67,18 +73,15 @@ def _splunk_hec(events: Sequence[ConsumedEvent], options: BodyOptions) -> bytes:
     lines = []
     for event in events:
         stamp = parse_timestamp(event.stage_timestamp)
-        envelope: dict[str, Any] = {
-            "source": "kube-audit-relay",
-            "sourcetype": options.sourcetype,
-            "event": document(event),
-        }
+        envelope: dict[str, Any] = {"source": "kube-audit-relay", "sourcetype": options.sourcetype}
         if stamp is not None:
             envelope["time"] = round(stamp.timestamp(), 6)
         if options.index:
             envelope["index"] = options.index
         if event.cluster:
             envelope["fields"] = {"cluster": event.cluster}
-        lines.append(orjson.dumps(envelope) + b"\n")
+        head = orjson.dumps(envelope)[:-1]
+        lines.append(head + b',"event":' + document(event) + b"}\n")
     return b"".join(lines)
 
 

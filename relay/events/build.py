@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from audit_common.headers import (
     SCHEMA_VERSION_HEADER,
     TRUNCATED_FROM_BYTES,
 )
-from relay.events import raw_fields
+from relay.events import json_text, raw_fields
 from relay.events.records import DEAD_LETTER, EVENTS, OutboundRecord
 from relay.events.split import API_VERSIONS
 
@@ -126,13 +125,14 @@ def encode_event(event: dict[str, Any], api_version: str) -> bytes:
 def dumps(value: Any) -> bytes:
     """Compact JSON of a parsed document. Raises RecursionError if nested about 990 deep.
 
-    orjson refuses more than 255 levels of nesting, which orjson.loads accepts (up to 1024): the
-    standard library's encoder takes over there, so that such a body is not a 500.
+    orjson refuses more than 255 levels of nesting, which orjson.loads accepts (up to 1024),
+    and what ``json_text.loads`` gives for valid JSON orjson refuses (numbers kept as text,
+    lone surrogates): ``json_text.dumps`` takes over there, so that such a body is not a 500.
     """
     try:
         return orjson.dumps(value)
     except orjson.JSONEncodeError:
-        return json.dumps(value, separators=(",", ":")).encode()
+        return json_text.dumps(value)
 
 
 def strip_objects(event: dict[str, Any]) -> dict[str, Any]:
@@ -167,38 +167,44 @@ def build_batch(
     not fit lose their request/response objects rather than being dropped. Each entry of
     ``items`` is replaced by None once its record is built, so that the parsed events of a
     large request are freed at once rather than held while it waits for Kafka's acks. Items
-    that are ``msgspec.Raw`` (``relay.edge.body.parse_body``) are published as their own bytes when
-    ``passed_through`` can, and parsed otherwise; with a ``transform`` only when
-    ``may_transform`` says it would not change them.
+    that are ``msgspec.Raw`` (``relay.events.split``) are published as their own bytes when
+    ``passed_through`` can, and parsed otherwise (with a ``transform`` only when
+    ``may_transform`` says it would not change them); a parsed item that nothing changed is
+    still published as its own bytes, so every number and escape stays as it was sent.
     """
     batch = Batch()
     for index, item in enumerate(items):
         items[index] = None  # ``item`` keeps it alive until its record is built
+        raw: bytes | None = None
         if isinstance(item, Raw):
             record = passed_through(item, api_version, cluster, fits, transform, may_transform)
             if record is not None:
                 batch.records.append(record)
                 batch.accepted += 1
                 continue
-            # relay.events.raw_fields.event_list let through only bytes that orjson accepts.
-            item = orjson.loads(memoryview(item))
+            raw = bytes(item)
+            item = parse_item(raw)
+        # A broken event can carry a Secret as well as a valid one.
+        changed = transform is not None and isinstance(item, dict) and transform(item)
+        if changed:
+            batch.transformed += 1
+        # The bytes as received, where nothing changed them: every number and escape as sent.
+        unchanged = raw if raw is not None and not changed else None
         reason = invalid_reason(item)
         if reason is not None:
-            # A broken event can carry a Secret as well as a valid one.
-            if transform is not None and isinstance(item, dict) and transform(item):
-                batch.transformed += 1
             try:
-                raw = dumps(item)
+                kept = unchanged if unchanged is not None else dumps(item)
             except RecursionError:
-                raw, reason = b"", f"{reason}; nested too deeply to keep"
-            batch.records.append(dead_letter(raw, reason, cluster, dead_letter_limit))
+                kept, reason = b"", f"{reason}; nested too deeply to keep"
+            batch.records.append(dead_letter(kept, reason, cluster, dead_letter_limit))
             batch.dead_lettered += 1
             continue
-        if transform is not None and transform(item):
-            batch.transformed += 1
         version = item.get("apiVersion") if item.get("apiVersion") in API_VERSIONS else api_version
         try:
-            value = encode_event(item, version)
+            if unchanged is not None and "kind" not in item and "apiVersion" not in item:
+                value = raw_fields.with_envelope(json_text.one_line(unchanged), version)
+            else:
+                value = encode_event(item, version)
         except RecursionError:
             value = b""  # objects nested too deeply to encode: stripped like oversized ones
         if not value or not fits(value):
@@ -221,6 +227,14 @@ def build_batch(
         )
         batch.accepted += 1
     return batch
+
+
+def parse_item(raw: bytes) -> Any:
+    """An item kept raw, parsed: by orjson, or, for valid JSON it refuses, by ``json_text``."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json_text.loads(raw)
 
 
 def passed_through(

@@ -65,11 +65,17 @@ def passable(raw: Raw, api_version: str) -> tuple[EventFields, bytes] | None:
         return None
     if fields.kind is not UNSET or fields.apiVersion is not UNSET:
         return None
-    # A decoded object with required members starts with "{" and a member, never "{}".
-    value = b'{"kind":"Event","apiVersion":"%s",' % api_version.encode() + memoryview(raw)[1:]
+    value = with_envelope(raw, api_version)
     if b"\n" in value or b"\r" in value:
         return None
     return fields, value
+
+
+def with_envelope(event: bytes | Raw, api_version: str) -> bytes:
+    """A compact event object's bytes with ``kind`` and ``apiVersion`` put first, as
+    ``relay.events.build.encode_event`` writes them; the rest as it is."""
+    # An event has members: it starts with "{" and a member, never "{}".
+    return b'{"kind":"Event","apiVersion":"%s",' % api_version.encode() + memoryview(event)[1:]
 
 
 def object_ref(fields: EventFields) -> ObjectRefFields:

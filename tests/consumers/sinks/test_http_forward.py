@@ -15,6 +15,7 @@ import pytest
 import trustme
 
 from audit_common.errors import ConfigError, SinkError
+from consumers.events import decode
 from consumers.settings import build_settings
 from consumers.sinks.http_forward import HttpForwardSink, retry_after_seconds
 from tests.consumers.http_receiver import Answer, Receiver
@@ -228,3 +229,20 @@ async def test_https_with_a_private_ca_and_a_client_certificate(tmp_path: Path) 
 def test_bad_flags_are_configuration_errors(flags: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_settings(["--sink", "http", *flags], {})
+
+
+@pytest.mark.parametrize("body_format", ["ndjson", "json-array", "elasticsearch", "splunk-hec"])
+async def test_every_format_forwards_the_event_bytes_as_received(body_format: str) -> None:
+    # Valid JSON that orjson refuses or would rewrite: a lone surrogate, a number beyond a
+    # double, escapes it would write as characters.
+    [good] = consumed(corpus_events()[:1])
+    patch = b'{"a":"\\ud800","n":1e400,"e":"\\u00e9\\/","x":1E+2}'
+    raw = good.raw[:-1] + b',"requestObject":' + patch + b"}"
+    event = decode(raw, [("cluster", b"prod-eu")], topic="t", partition=0, offset=0)
+    async with Receiver() as receiver:
+        sink = http_sink(receiver.url, "--http-format", body_format)
+        async with sink:
+            await sink.write([event])
+            await sink.flush()
+    [request] = receiver.requests
+    assert raw[:-1] + b',"cluster":"prod-eu"' in request.body

@@ -10,13 +10,17 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from msgspec import Raw
 
 from audit_common.errors import BadRequest
+from relay.events import json_text
 from relay.events.build import Batch, build_batch
 from relay.events.records import DEAD_LETTER, EVENTS
 from relay.events.redact import MARKER_PREFIX, Redactor
 from relay.events.split import items_of, parse_json, split
+from tests.support import json_grammar
 from tests.support.corpus import corpus_events, event_list
 
 REDACTOR = Redactor(b"f" * 32)
@@ -104,11 +108,8 @@ def test_an_item_written_over_several_lines_is_published_on_one() -> None:
     assert b"\n" not in fast.records[0].value
 
 
-@pytest.mark.parametrize(
-    "inside",
-    [b'"\xff\xfe"', b'"\xed\xa0\x80"', b'"\\ud800"', b"1e400", b"-9" + b"9" * 400, b"NaN"],
-)
-def test_bodies_orjson_refuses_get_the_same_answer(inside: bytes) -> None:
+@pytest.mark.parametrize("inside", [b'"\xff\xfe"', b'"\xed\xa0\x80"', b"NaN", b"01", b'"\\x"'])
+def test_bodies_that_are_not_json_are_refused_for_the_reason_orjson_gives(inside: bytes) -> None:
     body = event_list([ITEMS[0], {**ITEMS[1], "requestObject": "@"}])
     body = body.replace(b'"@"', inside)
     with pytest.raises(BadRequest) as full:
@@ -116,6 +117,39 @@ def test_bodies_orjson_refuses_get_the_same_answer(inside: bytes) -> None:
     with pytest.raises(BadRequest) as fast:
         split(body)
     assert str(fast.value) == str(full.value)
+    assert str(fast.value).startswith("body is not valid JSON: ")
+
+
+@pytest.mark.parametrize(
+    "inside",
+    [
+        b'"\\ud800"',  # an escape that is no Unicode character: orjson refuses it
+        b'["\\udc00\\ud800", {"\\ud83d": 1}]',
+        b"1e400",  # beyond a double: orjson refuses it
+        b"-9" + b"9" * 400,
+        b"123456789012345678901234567890",  # beyond 64 bits: orjson reads a float
+        b"[1E+2, 0.10000000000000000001, -0.0, 1e-400]",
+        b'"\\u00e9\\/\\t\\"\\\\ \\ud83d\\ude00"',  # escapes orjson would write otherwise
+    ],
+)
+@pytest.mark.parametrize("redact", [False, True], ids=["plain", "redactor"])
+def test_valid_json_reaches_kafka_byte_for_byte(inside: bytes, redact: bool) -> None:
+    # The apiserver logs a PATCH body verbatim: whoever may patch chooses these bytes.
+    body = event_list([ITEMS[0], {**ITEMS[1], "requestObject": "@"}, ITEMS[2]])
+    body = body.replace(b'"@"', inside)
+    items, version = split(body)
+    options = {"transform": REDACTOR.redact, "may_transform": REDACTOR.may_redact} if redact else {}
+    batch = batch_of(items, version, **options)
+    assert (batch.accepted, batch.dead_lettered) == (3, 0)
+    sent = [
+        orjson.dumps(ITEMS[0]),
+        orjson.dumps({**ITEMS[1], "requestObject": "@"}),
+        orjson.dumps(ITEMS[2]),
+    ]
+    sent[1] = sent[1].replace(b'"@"', inside)
+    assert [r.value for r in batch.records] == [
+        b'{"kind":"Event","apiVersion":"audit.k8s.io/v1",' + item[1:] for item in sent
+    ]
 
 
 @pytest.mark.parametrize(
@@ -219,3 +253,19 @@ def test_items_of_event_list_single_event_and_legacy_version() -> None:
 def test_items_of_refuses_what_is_not_an_audit_document(document: object) -> None:
     with pytest.raises(BadRequest):
         items_of(document)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request=json_grammar.VALUES, response=json_grammar.VALUES, redact=st.booleans())
+def test_any_json_the_grammar_allows_reaches_kafka_byte_for_byte(
+    request: bytes, response: bytes, redact: bool
+) -> None:
+    item = orjson.dumps({**ITEMS[1], "requestObject": "@1", "responseObject": "@2"})
+    item = item.replace(b'"@1"', request).replace(b'"@2"', response)
+    body = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[' + item + b"]}"
+    options = {"transform": REDACTOR.redact, "may_transform": REDACTOR.may_redact} if redact else {}
+    batch = batch_of(*split(body), **options)
+    [record] = batch.records
+    assert (record.topic, batch.accepted) == (EVENTS, 1)
+    expected = json_text.one_line(item)
+    assert record.value == b'{"kind":"Event","apiVersion":"audit.k8s.io/v1",' + expected[1:]

@@ -7,6 +7,7 @@ one record per item, every valid event accepted, and never raises anything else.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import orjson
@@ -92,7 +93,7 @@ def test_deep_nesting_is_a_400_or_records(
     if result is not None:
         _, batch = result
         assert batch.accepted == 1
-        orjson.loads(batch.records[0].value)
+        json.loads(batch.records[0].value)  # valid JSON, if deeper than orjson reads
 
 
 @pytest.mark.parametrize(
