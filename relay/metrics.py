@@ -93,6 +93,12 @@ class RelayMetrics:
             "Producers given up (a failed batch or a missed ack timeout) and replaced",
             registry=registry,
         )
+        self.events_refused = Counter(
+            "relay_events_refused_by_kafka",
+            "Records a broker refused for themselves (too large, timestamp out of its window): "
+            "dead-lettered with the reason",
+            registry=registry,
+        )
         self.records_resent = Counter(
             "relay_records_resent",
             "Records sent again on a new producer after the old one failed their batch "

@@ -61,9 +61,10 @@ class PartitionBatches:
         self._partitions: dict[tuple[str, int], _Partition] = {}
 
     def add(
-        self, topic: str, partitions: list[int], record: OutboundRecord
+        self, topic: str, partitions: list[int], record: OutboundRecord, *, alone: bool = False
     ) -> asyncio.Future[None]:
-        """Append ``record`` to the open batch of its key's partition (murmur2, as Java does).
+        """Append ``record`` to the open batch of its key's partition (murmur2, as Java does),
+        or, ``alone``, put it in a batch of its own (to learn which record a broker refuses).
 
         ``partitions`` is the sorted list of the topic's partitions. Never waits.
         """
@@ -71,9 +72,11 @@ class PartitionBatches:
         state = self._partitions.get((topic, partition))
         if state is None:
             state = self._partitions[(topic, partition)] = _Partition(topic, partition)
-        if not state.waiting or not _append(state.waiting[-1].builder, record):
+        if alone or not state.waiting or not _append(state.waiting[-1].builder, record):
             batch = _OpenBatch(self._producer.create_batch())
             _append(batch.builder, record)  # an empty batch takes any record
+            if alone:
+                batch.builder.close()  # takes no other record
             state.waiting.append(batch)
         if state.submitter is None:
             state.submitter = asyncio.create_task(self._submit(state))

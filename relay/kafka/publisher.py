@@ -50,6 +50,7 @@ from audit_common.resource import AsyncResource
 from relay.events.records import DEAD_LETTER, EVENTS, OutboundRecord
 from relay.kafka.outage import OutageLog
 from relay.kafka.partition_batches import PartitionBatches
+from relay.kafka.refusals import refusal_record, refused_for_itself
 from relay.kafka.topics import ensure_topics, warn_if_not_replicated
 from relay.metrics import RelayMetrics
 
@@ -179,18 +180,20 @@ class KafkaPublisher(AsyncResource):
             raise KafkaUnavailable("not connected to Kafka")
         started = time.monotonic()
         pending = records
+        alone = False  # each record in a batch of its own, to find the one a broker refuses
         try:
             async with asyncio.timeout(self.settings.ack_timeout):
                 while pending:
-                    failed, error = await self._send(current, pending)
-                    if failed:
-                        self._abandon(current, error)
-                        if current.unreachable is not None:
-                            raise KafkaUnavailable(f"Kafka unreachable: {current.unreachable}")
-                        self._metrics.records_resent.inc(len(failed))
-                        await self._installed.wait()
-                        current = self._current or current
-                    pending = failed
+                    failed = await self._send(current, pending, alone=alone)
+                    if not failed:
+                        break
+                    self._abandon(current, failed[0][1])
+                    if current.unreachable is not None:
+                        raise KafkaUnavailable(f"Kafka unreachable: {current.unreachable}")
+                    pending = self._after_failure(failed, alone)
+                    alone = True
+                    await self._installed.wait()
+                    current = self._current or current
         except TimeoutError as exc:
             reason = f"no acknowledgement within {self.settings.ack_timeout:g}s"
             self._abandon(current, reason)
@@ -198,9 +201,10 @@ class KafkaPublisher(AsyncResource):
         self._acknowledged(time.monotonic() - started)
 
     async def _send(
-        self, current: _Producer, records: Sequence[OutboundRecord]
-    ) -> tuple[list[OutboundRecord], BaseException | None]:
-        """Add each record to its partition's open batch; the records of batches that failed."""
+        self, current: _Producer, records: Sequence[OutboundRecord], *, alone: bool
+    ) -> list[tuple[OutboundRecord, BaseException]]:
+        """Add each record to its partition's open batch (``alone``: a batch of its own); the
+        records of batches that failed, each with its batch's error."""
         acks: list[asyncio.Future[None]] = []
         partitions: dict[str, list[int]] = {}
         try:
@@ -209,13 +213,32 @@ class KafkaPublisher(AsyncResource):
                 known = partitions.get(topic)
                 if known is None:
                     known = partitions[topic] = sorted(await current.producer.partitions_for(topic))
-                acks.append(current.batches.add(topic, known, record))
+                acks.append(current.batches.add(topic, known, record, alone=alone))
         except KafkaError as exc:  # the topic's metadata could not be had
-            return [*records], exc
+            return [(record, exc) for record in records]
         await self._wait(current, set(acks))
-        failed = [record for record, ack in zip(records, acks, strict=True) if ack.exception()]
-        errors = (ack.exception() for ack in acks)
-        return failed, next((error for error in errors if error is not None), None)
+        return [
+            (record, error)
+            for record, ack in zip(records, acks, strict=True)
+            if (error := ack.exception()) is not None
+        ]
+
+    def _after_failure(
+        self, failed: list[tuple[OutboundRecord, BaseException]], alone: bool
+    ) -> list[OutboundRecord]:
+        """What to send next on a new producer: the failed records, each in a batch of its own
+        from now on; a record that failed alone for itself (``refusals``) as a dead letter."""
+        pending = []
+        limit = self.settings.max_message_bytes // 2
+        for record, error in failed:
+            if alone and refused_for_itself(error):
+                log.warning("Kafka refused a record for itself (%s): dead-lettered", error)
+                self._metrics.events_refused.inc()
+                pending.append(refusal_record(record, error, limit))
+            else:
+                pending.append(record)
+        self._metrics.records_resent.inc(len(failed))
+        return pending
 
     async def _wait(self, current: _Producer, acks: set[asyncio.Future[None]]) -> None:
         """Wait for ``acks``; give ``current`` up as soon as no broker answers while they wait."""

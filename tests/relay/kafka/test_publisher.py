@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -140,13 +141,14 @@ async def test_a_batch_the_broker_refuses_leaves_later_publishes_working(
         await wait_until(lambda: publisher.connected, timeout=30, what="producer connected")
         await publisher.publish([record("before", "ResponseComplete", 0)])
         an_hour_ahead = (time.time() + 3600) * 1000
-        refused = OutboundRecord(EVENTS, b"{}", b"k", (), int(an_hour_ahead))
-        with pytest.raises(KafkaUnavailable):
-            await publisher.publish([refused])
-        await wait_until(lambda: publisher.connected, timeout=30, what="a new producer")
-        await publisher.publish([record("after", "ResponseComplete", 1)])
+        refused = record("refused", "ResponseComplete", 1)
+        refused = OutboundRecord(EVENTS, refused.value, b"k", refused.headers, int(an_hour_ahead))
+        await publisher.publish([refused])  # dead-lettered: the broker refuses it for itself
+        await publisher.publish([record("after", "ResponseComplete", 2)])
     consumed = await read_topic(kafka_bootstrap, topic, 2)
     assert [orjson.loads(m.value)["auditID"] for m in consumed] == ["before", "after"]
+    [dead] = await read_topic(kafka_bootstrap, f"{topic}.dead-letter", 1)
+    assert b"InvalidTimestamp" in dict(dead.headers)["reason"]
     assert (metrics.registry.get_sample_value("relay_kafka_producer_restarts_total") or 0) >= 1
     assert (metrics.registry.get_sample_value("relay_records_resent_total") or 0) >= 1
     last_ack = metrics.registry.get_sample_value("relay_kafka_last_ack_timestamp_seconds")
@@ -182,3 +184,37 @@ async def test_created_topics_require_what_replicas_they_have_and_one_broker_is_
         f"topic {topic}",
         f"topic {topic}.dead-letter",
     }
+
+
+async def test_a_record_the_broker_refuses_for_itself_is_dead_lettered_and_the_rest_delivered(
+    kafka_bootstrap: str,
+) -> None:
+    topic = unique_topic("refusing")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:  # the broker refuses records over 3000 bytes on this topic, and only there
+        config = {"max.message.bytes": "3000"}
+        await admin.create_topics([NewTopic(topic, 3, 1, topic_configs=config)])
+    finally:
+        await admin.close()
+    settings = PublisherSettings(
+        connection=KafkaConnection(bootstrap=kafka_bootstrap),
+        topic=topic,
+        dead_letter_topic=f"{topic}.dead-letter",
+        ack_timeout=10,
+    )
+    metrics = RelayMetrics()
+    small = [record(f"small-{i}", "ResponseComplete", i) for i in range(20)]
+    # Incompressible, so that it stays over the limit once zstd has had it.
+    large = record("large", "ResponseComplete", 99, {"data": os.urandom(4000).hex()})
+    async with KafkaPublisher(settings, metrics) as publisher:
+        await wait_until(lambda: publisher.connected, timeout=30, what="producer connected")
+        await publisher.publish([*small[:10], large, *small[10:]])
+    delivered = await read_topic(kafka_bootstrap, topic, 20)
+    assert sorted(m.value for m in delivered) == sorted(r.value for r in small)
+    [refused] = await read_topic(kafka_bootstrap, f"{topic}.dead-letter", 1)
+    assert refused.value == large.value
+    headers = dict(refused.headers)
+    assert b"MessageSizeTooLarge" in headers["reason"]
+    assert headers["cluster"] == b"c"
+    assert metrics.registry.get_sample_value("relay_events_refused_by_kafka_total") == 1

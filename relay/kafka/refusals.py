@@ -1,0 +1,60 @@
+"""The one place that tells a record Kafka refuses for itself from a Kafka that cannot deliver.
+
+A broker fails a whole batch for one record in it that it will never take, however often it is
+sent: over the topic's ``max.message.bytes`` (MESSAGE_TOO_LARGE, 10), a batch over it
+(RECORD_LIST_TOO_LARGE, 18), a timestamp outside the topic's window (INVALID_TIMESTAMP, 32), a
+record it cannot read (CORRUPT_MESSAGE, 2). Those are permanent for that record and say nothing
+about the others: the publisher sends the failed batch's records one batch each to find it, and
+dead-letters it with the broker's reason. Every other failure (a broker down or restarting, a
+producer whose sequence numbers the broker no longer accepts, a missing acknowledgement) is the
+cluster's or the producer's, retriable: the records are sent again on a new producer, or the
+request is answered 503 (or spooled) for the sender to try again.
+"""
+
+from __future__ import annotations
+
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
+
+from audit_common.headers import (
+    CLUSTER,
+    REASON,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_HEADER,
+    TRUNCATED_FROM_BYTES,
+)
+from relay.events.records import DEAD_LETTER, OutboundRecord
+
+RECORD_ERRORS = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidTimestampError,
+    CorruptRecordException,
+)
+
+
+def refused_for_itself(error: BaseException | None) -> bool:
+    """Whether ``error`` failed a batch because of a record in it, for good."""
+    return isinstance(error, RECORD_ERRORS)
+
+
+def refusal_record(record: OutboundRecord, error: BaseException, limit: int) -> OutboundRecord:
+    """What goes to the dead-letter topic for ``record``, which Kafka refused with ``error``:
+    its value (cut to ``limit`` bytes; nothing of it when it was a dead letter refused already),
+    the reason, and its cluster."""
+    value = record.value
+    if record.topic == DEAD_LETTER:
+        limit = 0  # refused again: the reason and the size are what can still be kept
+    headers = [
+        (SCHEMA_VERSION_HEADER, SCHEMA_VERSION),
+        (REASON, f"Kafka refused: {error}".encode()),
+    ]
+    headers += [(name, header) for name, header in record.headers if name == CLUSTER]
+    if len(value) > limit:
+        headers.append((TRUNCATED_FROM_BYTES, str(len(value)).encode()))
+        value = value[:limit]
+    return OutboundRecord(DEAD_LETTER, value, None, tuple(headers), None)
