@@ -40,7 +40,12 @@ class ConsumerMetrics:
         )
         self.dead_lettered = Counter(
             "audit_consumer_events_dead_lettered",
-            "Undecodable messages sent to the dead-letter topic",
+            "Messages sent to the dead-letter topic: undecodable, or refused by the sink",
+            registry=registry,
+        )
+        self.refused = Counter(
+            "audit_consumer_events_refused",
+            "Events the sink's destination refused for good (dead-lettered with its reason)",
             registry=registry,
         )
         self.failures = Counter(

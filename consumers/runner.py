@@ -24,20 +24,14 @@ from aiokafka import (
 from aiokafka.errors import InvalidSessionTimeoutError, KafkaError
 
 from audit_common.errors import AuditRelayError, ConfigError, InvalidEvent, KafkaUnavailable
-from audit_common.headers import (
-    REASON,
-    SCHEMA_VERSION,
-    SCHEMA_VERSION_HEADER,
-    SOURCE_OFFSET,
-    SOURCE_PARTITION,
-    SOURCE_TOPIC,
-)
+from consumers.dead_letters import Letter, letter_of_event, letter_of_record, send_letters
 from consumers.dedupe import Deduplicator
 from consumers.events import ConsumedEvent, decode
 from consumers.metrics import ConsumerMetrics
 from consumers.offsets import Offsets
 from consumers.settings import ConsumerSettings
 from consumers.sinks import Sink
+from consumers.sinks.base import EventsRefused
 
 log = logging.getLogger(__name__)
 
@@ -223,54 +217,45 @@ class Runner:
             fresh = [event for event in passed if not self._dedupe.is_repeat(event)]
             self.metrics.deduplicated.inc(len(passed) - len(fresh))
             if undecodable:
-                send = partial(self._dead_letter, producer, undecodable)
+                letters = [letter_of_record(record, reason) for record, reason in undecodable]
+                send = partial(self._dead_letter, producer, letters)
                 if not await self._retry("dead-letter", "send to the dead-letter topic", send):
                     return False
             if fresh:
-                write = partial(self._write, fresh)
+                write = partial(self._write, producer, fresh)
                 if not await self._retry("sink", "write to the sink", write):
                     return False
             for tp, tp_records in batches.items():
                 self._offsets.mark_flushed(tp, tp_records[-1].offset + 1)
             return True
 
-    async def _write(self, events: Sequence[ConsumedEvent]) -> None:
+    async def _write(self, producer: AIOKafkaProducer, events: Sequence[ConsumedEvent]) -> None:
+        """Write and flush ``events``; those the sink refuses for good go to the dead letters."""
         started = time.monotonic()
         await self.sink.write(events)
-        await self.sink.flush()
-        self.metrics.write_seconds.observe(time.monotonic() - started)
-        self.metrics.written.inc(len(events))
-
-    async def _dead_letter(
-        self, producer: AIOKafkaProducer, undecodable: Sequence[tuple[ConsumerRecord, str]]
-    ) -> None:
-        """Send each message as consumed, plus ``reason`` and where it came from, and await acks."""
         try:
-            futures = []
-            for record, reason in undecodable:
-                headers = [
-                    *((k, v) for k, v in record.headers if k != SCHEMA_VERSION_HEADER),
-                    (SCHEMA_VERSION_HEADER, SCHEMA_VERSION),
-                    (REASON, reason.encode()),
-                    (SOURCE_TOPIC, record.topic.encode()),
-                    (SOURCE_PARTITION, str(record.partition).encode()),
-                    (SOURCE_OFFSET, str(record.offset).encode()),
-                ]
-                futures.append(
-                    await producer.send(
-                        self.settings.dead_letter_topic,
-                        record.value,
-                        key=record.key,
-                        headers=headers,
-                        timestamp_ms=record.timestamp,
-                    )
-                )
-            await asyncio.gather(*futures)
-        except KafkaError as exc:
-            raise KafkaUnavailable(f"dead-letter topic: {exc}") from exc
-        self.metrics.dead_lettered.inc(len(undecodable))
+            await self.sink.flush()
+        except EventsRefused as exc:
+            letters = [
+                letter_of_event(event, reason, self.sink.name) for event, reason in exc.refused
+            ]
+            await self._dead_letter(producer, letters)
+            self.metrics.refused.inc(len(letters))
+            written = len(events) - len(letters)
+        else:
+            written = len(events)
+        self.metrics.write_seconds.observe(time.monotonic() - started)
+        self.metrics.written.inc(written)
+
+    async def _dead_letter(self, producer: AIOKafkaProducer, letters: Sequence[Letter]) -> None:
+        """Send ``letters`` to the dead-letter topic and await acks; raises KafkaUnavailable."""
+        await send_letters(producer, self.settings.dead_letter_topic, letters)
+        self.metrics.dead_lettered.inc(len(letters))
         log.warning(
-            "sent %d undecodable messages to %s", len(undecodable), self.settings.dead_letter_topic
+            "sent %d messages to %s: %s",
+            len(letters),
+            self.settings.dead_letter_topic,
+            letters[0].reason,
         )
 
     async def _retry(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import ClassVar, Self
 
+from audit_common.errors import SinkError
 from audit_common.options import EnvArgumentParser
 from consumers.events import ConsumedEvent
 
@@ -32,12 +33,16 @@ class Sink(abc.ABC):
     - ``close()`` once at shutdown, after the last ``flush``; also after a failed ``open``.
       ``open`` and ``close`` are idempotent; ``async with sink:`` opens and closes.
 
-    Failures: ``open``, ``write`` and ``flush`` raise ``audit_common.errors.SinkError`` (translate
-    foreign exceptions with ``raise SinkError(...) from exc``). The runner then retries the
-    same batch, ``write`` then ``flush``, with exponential backoff until it succeeds; it never
-    skips a batch. A retry may deliver events the sink already has: delivery is at least once,
-    so a sink that can be idempotent (a unique key) should be. Reconnecting after a failure is
-    the sink's job, inside ``write``/``flush``.
+    Failures: ``open``, ``write`` and ``flush`` raise ``audit_common.errors.SinkError``
+    (translate foreign exceptions with ``raise SinkError(...) from exc``). The runner then
+    retries the same batch, ``write`` then ``flush``, with exponential backoff until it
+    succeeds; it never skips a batch. A destination that refuses some events of a batch for good
+    (a document its mapping rejects, a value its column cannot hold) while it took the rest:
+    ``flush`` raises ``EventsRefused`` naming them, once the rest is durable; the runner sends
+    those to the dead-letter topic, with the sink and the reason in headers, and commits the
+    batch. A retry may deliver events the sink already has: delivery is at least once, so a sink
+    that can be idempotent (a unique key) should be. Reconnecting after a failure is the sink's
+    job, inside ``write``/``flush``.
 
     Options: ``add_arguments`` declares the sink's own flags on the program's parser, named
     after the sink (``--csv-columns``, ``--postgres-dsn``); each gets an ``AUDIT_CONSUMER_*``
@@ -83,3 +88,14 @@ class Sink(abc.ABC):
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+class EventsRefused(SinkError):
+    """Raised by ``Sink.flush`` when the destination took the batch but refused ``refused`` (each
+    event with the destination's reason) for good; sending them again will not help."""
+
+    retriable = False
+
+    def __init__(self, refused: Sequence[tuple[ConsumedEvent, str]]) -> None:
+        super().__init__(f"{len(refused)} events refused for good, the first: {refused[0][1]}")
+        self.refused = list(refused)

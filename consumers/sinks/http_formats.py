@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from audit_common.errors import ConfigError, SinkError
+from audit_common.errors import SinkError
 from consumers.events import ConsumedEvent, parse_timestamp
 
 FORMATS = ("ndjson", "json-array", "elasticsearch", "splunk-hec")
@@ -103,31 +103,32 @@ def encode(body_format: str, events: Sequence[ConsumedEvent], options: BodyOptio
     return _ENCODERS[body_format](events, options)
 
 
-def check_accepted(body_format: str, answer: bytes) -> None:
+def refused_documents(body_format: str, answer: bytes) -> list[tuple[int, str]]:
     """Look inside a 2xx answer: Elasticsearch reports each document's fate in the body.
 
-    A document that exists already (409: this batch was sent before) counts as written. Raises
-    SinkError when some were refused for now (429, 5xx), ConfigError when refused for good
-    (a mapping error: the index or the format must change).
+    Returns the positions in the batch of the documents refused for good (a mapping error), each
+    with the reason; a document that exists already (409: this batch was sent before) counts as
+    written. Raises SinkError when some were refused for now (429, 5xx): the batch is sent
+    again, and what it created already is a 409 then.
     """
     if body_format != "elasticsearch":
-        return
+        return []
     try:
         result = orjson.loads(answer)
     except orjson.JSONDecodeError as exc:
         raise SinkError(f"the _bulk answer is not JSON: {exc}") from exc
     if not isinstance(result, Mapping) or not result.get("errors"):
-        return
-    failed: list[tuple[int, Any]] = []
-    for item in result.get("items") or []:
+        return []
+    refused: list[tuple[int, str]] = []
+    retriable = 0
+    for position, item in enumerate(result.get("items") or []):
         outcome: Any = next(iter(item.values()), {}) if isinstance(item, Mapping) else {}
         status = int(outcome.get("status", 0))
-        if status not in (200, 201, 409):
-            failed.append((status, outcome.get("error")))
-    if not failed:
-        return
-    status, error = failed[0]
-    message = f"_bulk refused {len(failed)} documents, the first with {status}: {error}"
-    if all(status == 429 or status >= 500 for status, _ in failed):
-        raise SinkError(message)
-    raise ConfigError(message)
+        if status == 429 or status >= 500:
+            retriable += 1
+        elif status not in (200, 201, 409):
+            error = orjson.dumps(outcome.get("error")).decode()
+            refused.append((position, f"_bulk refused the document with {status}: {error}"))
+    if retriable:
+        raise SinkError(f"_bulk refused {retriable} documents for now (429 or 5xx)")
+    return refused

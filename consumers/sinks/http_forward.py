@@ -28,13 +28,13 @@ from audit_common.errors import ConfigError, SinkError
 from audit_common.options import EnvArgumentParser, positive_float
 from audit_common.secrets import read_secret_file
 from consumers.events import ConsumedEvent
-from consumers.sinks.base import Sink
+from consumers.sinks.base import EventsRefused, Sink
 from consumers.sinks.http_formats import (
     CONTENT_TYPES,
     FORMATS,
     BodyOptions,
-    check_accepted,
     encode,
+    refused_documents,
 )
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,9 @@ class HttpForwardSink(Sink):
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             reason = str(exc) or type(exc).__name__
             raise SinkError(f"cannot POST to {self.settings.target}: {reason}") from exc
-        check_accepted(self.settings.format, answer)
+        refused = refused_documents(self.settings.format, answer)
+        if refused:
+            raise EventsRefused([(events[position], reason) for position, reason in refused])
 
     def _check(self, response: aiohttp.ClientResponse, answer: bytes) -> None:
         status = response.status

@@ -30,7 +30,7 @@ from consumers.postgres.connection import (
 from consumers.postgres.migrate import migrate
 from consumers.postgres.retention import Retention, RetentionSettings
 from consumers.postgres.rows import COLUMNS, Row, as_text, jsonb_event, row
-from consumers.sinks.base import Sink
+from consumers.sinks.base import EventsRefused, Sink
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class PostgresSink(Sink):
         self.settings = settings
         self._pool: asyncpg.Pool | None = None
         self._retention: Retention | None = None
-        self._pending: list[Row] = []
+        self._pending: list[tuple[ConsumedEvent, Row]] = []
 
     @classmethod
     def add_arguments(cls, parser: EnvArgumentParser) -> None:
@@ -129,13 +129,17 @@ class PostgresSink(Sink):
         log.info("writing to PostgreSQL at %s", connection.target)
 
     async def write(self, events: Sequence[ConsumedEvent]) -> None:
-        self._pending.extend(row(event) for event in events)
+        self._pending.extend((event, row(event)) for event in events)
 
     async def flush(self) -> None:
-        rows, self._pending = self._pending, []
-        if not rows:
+        """Insert what was written in one transaction. Raises SinkError, or EventsRefused once
+        every other row is in when the database refuses some rows for good."""
+        pending, self._pending = self._pending, []
+        if not pending:
             return
         assert self._pool is not None, "flush before open"
+        rows = [values for _, values in pending]
+        refused: list[tuple[ConsumedEvent, str]] = []
         try:
             async with self._pool.acquire() as session:
                 try:
@@ -144,12 +148,18 @@ class PostgresSink(Sink):
                     # jsonb refuses some valid JSON (an escape that is no Unicode character, a
                     # number beyond numeric's range): those events are kept as text instead.
                     rows = [await _jsonb_or_text(session, values) for values in rows]
-                    status = await _insert(session, rows)
+                    try:
+                        status = await _insert(session, rows)
+                    except asyncpg.DataError:
+                        # Another value it will never take: row by row, to refuse only it.
+                        status, refused = await _insert_each(session, pending, rows)
         except POSTGRES_ERRORS as exc:
             raise self.settings.connection.translate(exc, "insert into") from exc
         inserted = int(status.rpartition(" ")[2])
-        if inserted < len(rows):
+        if inserted < len(rows) - len(refused):
             log.debug("%d of %d rows were stored already", len(rows) - inserted, len(rows))
+        if refused:
+            raise EventsRefused(refused)
 
     async def close(self) -> None:
         self._pending.clear()
@@ -176,6 +186,25 @@ async def _insert(session: asyncpg.Connection | PoolConnectionProxy, rows: list[
         )
         status: str = await session.execute(INSERT)
         return status
+
+
+async def _insert_each(
+    session: asyncpg.Connection | PoolConnectionProxy,
+    pending: list[tuple[ConsumedEvent, Row]],
+    rows: list[Row],
+) -> tuple[str, list[tuple[ConsumedEvent, str]]]:
+    """Insert ``rows`` one transaction each; an INSERT status for those stored, and the events
+    of those the database refused, with its reason."""
+    inserted = 0
+    refused = []
+    for (event, _), values in zip(pending, rows, strict=True):
+        try:
+            status = await _insert(session, [values])
+        except asyncpg.DataError as exc:
+            refused.append((event, f"PostgreSQL refused the row: {exc}"))
+        else:
+            inserted += int(status.rpartition(" ")[2])
+    return f"INSERT 0 {inserted}", refused
 
 
 async def _jsonb_or_text(session: asyncpg.Connection | PoolConnectionProxy, values: Row) -> Row:

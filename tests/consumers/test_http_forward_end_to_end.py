@@ -9,13 +9,14 @@ from collections import Counter
 from typing import Any
 
 import aiohttp
+import orjson
 
 from relay.events.build import invalid_reason
 from tests.consumers.conftest import StartConsumer
-from tests.consumers.http_receiver import Answer, Receiver, bulk_success
+from tests.consumers.http_receiver import Answer, Received, Receiver, bulk_success
 from tests.consumers.messages import with_fresh_ids
 from tests.support.corpus import event_list
-from tests.support.kafka import committed_and_end
+from tests.support.kafka import committed_and_end, read_topic
 from tests.support.net import wait_until
 from tests.support.processes import wait_for_exit_or_fail
 
@@ -101,3 +102,45 @@ async def test_elasticsearch_bulk_end_to_end(
     assert Counter(s["auditID"] for s in sources) == Counter(e["auditID"] for e in events)
     assert {s["cluster"] for s in sources} == {"default"}
     assert await committed_and_end(relay.bootstrap, "bulk", relay.topic, 3) == (120, 120)
+
+
+async def test_a_document_the_bulk_api_refuses_for_good_is_dead_lettered_the_rest_committed(
+    start_relay: Any, start_consumer: StartConsumer, http: aiohttp.ClientSession
+) -> None:
+    relay = await start_relay()
+    events = with_fresh_ids(60)
+    poison = events[17]["auditID"]
+    async with http.post(relay.url, data=event_list(events)) as response:
+        assert response.status == 200
+
+    def one_mapping_error(received: Received) -> Answer:
+        items = [
+            {"create": {"status": 400, "error": {"type": "mapper_parsing_exception"}}}
+            if source["auditID"] == poison
+            else {"create": {"status": 201}}
+            for source in received.lines()[1::2]
+        ]
+        return Answer(200, body=orjson.dumps({"errors": True, "items": items}))
+
+    async with Receiver(respond=one_mapping_error) as receiver:
+        consumer = start_consumer(
+            "--sink", "http", "--topic", relay.topic, "--http-url", receiver.url,
+            "--http-format", "elasticsearch",
+            group="bulk-refused",
+            env={"AUDIT_CONSUMER_DEAD_LETTER_TOPIC": relay.dead_letter_topic},
+        )  # fmt: skip
+
+        async def all_committed() -> bool:
+            committed = await committed_and_end(relay.bootstrap, "bulk-refused", relay.topic, 3)
+            return committed == (60, 60)
+
+        await wait_until(all_committed, timeout=60, interval=0.5, what="every offset committed")
+        assert wait_for_exit_or_fail(consumer, signal.SIGTERM, 20) == 0
+    [dead] = await read_topic(relay.bootstrap, relay.dead_letter_topic, 1)
+    assert orjson.loads(dead.value)["auditID"] == poison
+    headers = dict(dead.headers)
+    assert headers["sink"] == b"http"
+    assert b"mapper_parsing_exception" in headers["reason"]
+    written = [s["auditID"] for r in receiver.requests for s in r.lines()[1::2]]
+    assert set(written) == {e["auditID"] for e in events}  # each sent once; one refused
+    assert "Traceback" not in consumer.stderr()

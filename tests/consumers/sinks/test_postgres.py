@@ -19,6 +19,7 @@ from consumers.postgres import migrations
 from consumers.postgres.migrate import CREATE_VERSIONS
 from consumers.postgres.retention import DELETE_CHUNK
 from consumers.settings import build_settings
+from consumers.sinks.base import EventsRefused
 from consumers.sinks.postgres import PostgresSink
 from relay.events.build import encode_event
 from tests.support.corpus import corpus_events
@@ -303,3 +304,27 @@ async def test_migrating_a_table_of_the_first_schema_keeps_every_row(postgres_ds
     assert len(rows) == 5
     assert all(row["event_digest"] and row["event"] for row in rows)
     assert len({row["event_digest"] for row in rows}) == 5
+
+
+async def test_rows_the_database_refuses_for_good_are_named_and_the_rest_stored(
+    postgres_dsn: str,
+) -> None:
+    events = consumed(corpus_events())
+    async with postgres_sink(postgres_dsn) as sink:
+        # A column an operator narrowed: the database refuses longer values for good.
+        connection = await asyncpg.connect(postgres_dsn)
+        try:
+            await connection.execute(
+                "ALTER TABLE audit_events ALTER COLUMN username TYPE varchar(12)"
+            )
+        finally:
+            await connection.close()
+        await sink.write(events)
+        with pytest.raises(EventsRefused) as refused:
+            await sink.flush()
+    long_names = [e for e in events if e.username is not None and len(e.username) > 12]
+    assert long_names and len(long_names) < len(events)
+    assert [event for event, _ in refused.value.refused] == long_names
+    assert all("too long" in reason for _, reason in refused.value.refused)
+    [count] = await fetch(postgres_dsn, "SELECT count(*) FROM audit_events")
+    assert count[0] == len(events) - len(long_names)
