@@ -1,5 +1,5 @@
 """Valid JSON that parsers refuse or alter, from a POST to the relay through Kafka into the JSON
-lines and PostgreSQL sinks: every event kept, its bytes as sent (issue 16)."""
+lines, CSV and PostgreSQL sinks: every event kept, its bytes as sent (issue 16)."""
 
 from __future__ import annotations
 
@@ -85,6 +85,16 @@ async def test_every_valid_json_event_reaches_each_sink_as_sent(
     )
     assert set(output.read_bytes().splitlines()) == exact
     assert jsonl.popen.poll() is None, jsonl.stderr()[-2000:]
+
+    csv = start_consumer(
+        "--sink", "csv", "--topic", relay.topic, "--csv-columns", "auditID,verb,username",
+        group="csv", env=env,
+    )  # fmt: skip
+    await wait_until(
+        lambda: csv.stdout().count("\n") >= EVENTS, timeout=60, what="a CSV row per event"
+    )
+    ids = {line.split(",")[0] for line in csv.stdout().splitlines()}
+    assert ids == {json.loads(value)["auditID"] for value in exact}
 
     pg_env = {**postgres_env(postgres_dsn, tmp_path), **env}
     postgres = start_consumer("--sink", "postgres", "--topic", relay.topic, group="pg", env=pg_env)
