@@ -67,11 +67,14 @@ def unique_topic(prefix: str = "test") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+async def create_topic(
+    bootstrap: str, name: str, partitions: int = 1, config: dict[str, str] | None = None
+) -> None:
+    """Create topic ``name`` with ``config`` (topic-level settings such as max.message.bytes)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config)])
     finally:
         await admin.close()
 

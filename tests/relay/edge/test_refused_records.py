@@ -11,11 +11,10 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.consumers.messages import with_fresh_ids
 from tests.support.corpus import event_list
-from tests.support.kafka import LocalBroker, read_topic, unique_topic
+from tests.support.kafka import LocalBroker, create_topic, read_topic, unique_topic
 from tests.support.net import wait_until
 from tests.support.relay import StartRelay
 
@@ -26,13 +25,7 @@ LIMIT = 4000  # the topic's max.message.bytes
 async def refusing_topic(bootstrap: str) -> str:
     """A topic whose broker refuses records over ``LIMIT`` bytes (compressed)."""
     topic = unique_topic("refusing")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        config = {"max.message.bytes": str(LIMIT)}
-        await admin.create_topics([NewTopic(topic, 3, 1, topic_configs=config)])
-    finally:
-        await admin.close()
+    await create_topic(bootstrap, topic, 3, config={"max.message.bytes": str(LIMIT)})
     return topic
 
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -21,7 +21,7 @@ from relay.events.records import EVENTS, OutboundRecord
 from relay.events.split import DEFAULT_API_VERSION
 from relay.kafka.publisher import KafkaPublisher, PublisherSettings
 from relay.metrics import RelayMetrics
-from tests.support.kafka import read_topic, unique_topic
+from tests.support.kafka import create_topic, read_topic, unique_topic
 from tests.support.net import wait_until
 
 pytestmark = pytest.mark.integration
@@ -123,13 +123,7 @@ async def test_a_batch_the_broker_refuses_leaves_later_publishes_working(
     # aiokafka numbers a batch before sending it and never takes the numbers back: after one
     # refused batch, the old producer got OUT_OF_ORDER_SEQUENCE_NUMBER on every later publish.
     topic = unique_topic("refused")
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        config = {"message.timestamp.after.max.ms": "60000"}
-        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=config)])
-    finally:
-        await admin.close()
+    await create_topic(kafka_bootstrap, topic, config={"message.timestamp.after.max.ms": "60000"})
     settings = PublisherSettings(
         connection=KafkaConnection(bootstrap=kafka_bootstrap),
         topic=topic,
@@ -190,13 +184,8 @@ async def test_a_record_the_broker_refuses_for_itself_is_dead_lettered_and_the_r
     kafka_bootstrap: str,
 ) -> None:
     topic = unique_topic("refusing")
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:  # the broker refuses records over 3000 bytes on this topic, and only there
-        config = {"max.message.bytes": "3000"}
-        await admin.create_topics([NewTopic(topic, 3, 1, topic_configs=config)])
-    finally:
-        await admin.close()
+    # The broker refuses records over 3000 bytes on this topic, and only there.
+    await create_topic(kafka_bootstrap, topic, 3, config={"max.message.bytes": "3000"})
     settings = PublisherSettings(
         connection=KafkaConnection(bootstrap=kafka_bootstrap),
         topic=topic,
