@@ -171,9 +171,10 @@ class KafkaPublisher(AsyncResource):
 
         Raises KafkaUnavailable at once when no producer is in place, as soon as no broker
         answers, or when the acks do not all arrive within the ack timeout (a batch that failed
-        while the brokers answer is sent again on a new producer while that time lasts). Records
-        sent before a failure may still arrive: the caller answers with an error and the sender
-        retries (at-least-once).
+        while the brokers answer is sent again on a new producer while that time lasts; a record
+        a broker refuses for itself goes to the dead-letter topic instead, ``relay.kafka.
+        refusals``). Records sent before a failure may still arrive: the caller answers with an
+        error and the sender retries (at-least-once).
         """
         current = self._current
         if current is None:
