@@ -20,13 +20,8 @@ from aiokafka.errors import (
     RecordListTooLargeError,
 )
 
-from audit_common.headers import (
-    CLUSTER,
-    REASON,
-    SCHEMA_VERSION,
-    SCHEMA_VERSION_HEADER,
-    TRUNCATED_FROM_BYTES,
-)
+from audit_common.headers import CLUSTER
+from relay.events.build import dead_letter
 from relay.events.records import DEAD_LETTER, OutboundRecord
 
 RECORD_ERRORS = (
@@ -46,15 +41,7 @@ def refusal_record(record: OutboundRecord, error: BaseException, limit: int) -> 
     """What goes to the dead-letter topic for ``record``, which Kafka refused with ``error``:
     its value (cut to ``limit`` bytes; nothing of it when it was a dead letter refused already),
     the reason, and its cluster."""
-    value = record.value
+    cluster = next((value.decode() for name, value in record.headers if name == CLUSTER), "")
     if record.topic == DEAD_LETTER:
         limit = 0  # refused again: the reason and the size are what can still be kept
-    headers = [
-        (SCHEMA_VERSION_HEADER, SCHEMA_VERSION),
-        (REASON, f"Kafka refused: {error}".encode()),
-    ]
-    headers += [(name, header) for name, header in record.headers if name == CLUSTER]
-    if len(value) > limit:
-        headers.append((TRUNCATED_FROM_BYTES, str(len(value)).encode()))
-        value = value[:limit]
-    return OutboundRecord(DEAD_LETTER, value, None, tuple(headers), None)
+    return dead_letter(record.value, f"Kafka refused: {error}", cluster, limit)
