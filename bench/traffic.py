@@ -53,11 +53,12 @@ class EventFactory:
         events = [_item(e) for c in CLUSTERS for e in sample_events(300, cluster=c, seed=seed)]
         self.plain = events
         self.with_object = [e for e in events if isinstance(e.get("requestObject"), dict)]
-        # Single objects, to make the items of a list response of.
+        # Lists of objects the redactor does not look into (as most list responses are): the
+        # request objects of such events, to make the items of a list response of.
         self.responses = [
             e
-            for e in events
-            if isinstance(e.get("responseObject"), dict) and "items" not in e["responseObject"]
+            for e in self.with_object
+            if (e.get("objectRef") or {}).get("resource") not in ("secrets", "configmaps")
         ]
 
     def make(self, level: str) -> dict[str, Any]:
@@ -120,7 +121,7 @@ class EventFactory:
             "items": items,
         }
         size = len(orjson.dumps(event))
-        template = source["responseObject"]
+        template = source["requestObject"]
         while True:
             item = self._variant(template)
             grown = size + len(orjson.dumps(item)) + 1
