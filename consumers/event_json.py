@@ -10,13 +10,14 @@ the dead-letter topic, and why, stays as before.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 import orjson
+
+from audit_common import json_text
 
 
 class _TopFields(msgspec.Struct):
@@ -107,15 +108,10 @@ def whole(value: bytes) -> Any:
         except (msgspec.DecodeError, RecursionError):
             pass
         try:
-            text = value.decode("utf-8")
-            data = json.loads(text, parse_constant=_not_json, parse_float=_finite_or_none)
+            data = json_text.loads(value, parse_float=_finite_or_none, parse_int=int)
             return _orjson_number(data)
         except (ValueError, RecursionError):
             raise refused from None  # not JSON: orjson's reason names the problem best
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def project(data: Mapping[str, Any]) -> dict[str, Any]:

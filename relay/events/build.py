@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from msgspec import Raw
 
+from audit_common import json_text
 from audit_common.headers import (
     CLUSTER,
     EVENT_HEADERS,
@@ -19,7 +20,7 @@ from audit_common.headers import (
     SCHEMA_VERSION_HEADER,
     TRUNCATED_FROM_BYTES,
 )
-from relay.events import json_text, raw_fields
+from relay.events import raw_fields
 from relay.events.records import DEAD_LETTER, EVENTS, OutboundRecord
 from relay.events.split import API_VERSIONS
 

@@ -18,8 +18,8 @@ import msgspec
 import orjson
 from msgspec import Raw
 
+from audit_common import json_text
 from audit_common.errors import BadRequest
-from relay.events import json_text
 
 DEFAULT_API_VERSION = "audit.k8s.io/v1"
 API_VERSIONS = ("audit.k8s.io/v1", "audit.k8s.io/v1beta1")

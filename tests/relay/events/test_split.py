@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msgspec import Raw
 
+from audit_common import json_text
 from audit_common.errors import BadRequest
-from relay.events import json_text
 from relay.events.build import Batch, build_batch
 from relay.events.records import DEAD_LETTER, EVENTS
 from relay.events.redact import MARKER_PREFIX, Redactor

@@ -3,16 +3,17 @@
 RFC 8259 allows numbers of any size and precision and any ``\\uXXXX`` escape, paired or not;
 orjson refuses a number beyond a double and an escape that is no Unicode character, and turns
 an integer beyond 64 bits into a float. The apiserver logs request bodies verbatim, so a user
-who may PATCH chooses those bytes. This module is the relay's slow path for them: validate a
-body by the grammar (the standard library's parser, strict), find the bytes of each item, put
-an item that spans lines on one line, and parse and write an event keeping every number as its
-text.
+who may PATCH chooses those bytes. This module is the slow path for them: it tells what is JSON
+by the grammar (the standard library's parser, strict) for both programs, and, for the relay,
+finds the bytes of each item, puts an item that spans lines on one line, and parses and writes
+an event keeping every number as its text.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -47,14 +48,22 @@ class Number:
         return f"Number({self.text!r})"
 
 
-def loads(body: bytes) -> Any:
-    """The JSON document in ``body`` with numbers as ``Number`` and strings as decoded (a lone
-    surrogate stays a code point). Raises ValueError (or RecursionError) when ``body`` is not
-    JSON by RFC 8259: UTF-8, no NaN or Infinity."""
+def loads(
+    body: bytes,
+    *,
+    parse_float: Callable[[str], Any] = Number,
+    parse_int: Callable[[str], Any] = Number,
+) -> Any:
+    """The JSON document in ``body``, strings as decoded (a lone surrogate stays a code point),
+    numbers as ``parse_float``/``parse_int`` make them (by default ``Number``, their text).
+
+    The one test of what is JSON by RFC 8259 (UTF-8, no NaN or Infinity) for both programs.
+    Raises ValueError (or RecursionError) for anything else.
+    """
     return json.loads(
         body.decode("utf-8"),
-        parse_float=Number,
-        parse_int=Number,
+        parse_float=parse_float,
+        parse_int=parse_int,
         parse_constant=_not_json,
     )
 
