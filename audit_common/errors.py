@@ -19,6 +19,11 @@ class ConfigError(AuditRelayError):
     """A flag, environment variable or file named by one is wrong; raised at start-up."""
 
 
+class RulesError(ConfigError):
+    """A detection rules file (Falco's rules language) that cannot be loaded: the message names
+    the file, the item and the problem."""
+
+
 class BadRequest(AuditRelayError):
     """The request body is not an audit EventList or Event; sending it again will not help."""
 

@@ -24,6 +24,12 @@ class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return action.help
         return super()._get_help_string(action)
 
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        # A description or epilog laid out in lines of its own (a table) is kept as written.
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
 
 class EnvArgumentParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose options default to ``<PREFIX>_<FLAG>`` from ``environ``."""

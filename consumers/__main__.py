@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from audit_common.errors import ConfigError, KafkaUnavailable
 from audit_common.gc_policy import tune_for_bulk_json
 from audit_common.logs import configure_logging
+from consumers.group_lag import GroupLagExporter
 from consumers.metrics import ConsumerMetrics, MetricsServer
 from consumers.query import run_query
+from consumers.rules.command import run_rules
 from consumers.runner import Runner
 from consumers.settings import ConsumerSettings, build_settings
 from consumers.sinks import Sink
@@ -28,17 +30,24 @@ log = logging.getLogger("consumers")
 async def consume(settings: ConsumerSettings, sink: Sink) -> int:
     """Run until SIGTERM/SIGINT; 0 after a clean drain, 1 when a batch was left uncommitted."""
     metrics = ConsumerMetrics()
+    sink.register_metrics(metrics.registry)
     runner = Runner(settings, sink, metrics)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runner.stop)
-    server = None
+    server = group_lag = None
     if settings.metrics_listen is not None:
-        server = MetricsServer(metrics, *settings.metrics_listen)
+        server = MetricsServer(metrics, runner.health, *settings.metrics_listen)
         await server.start()
+        group_lag = GroupLagExporter(
+            settings.kafka, settings.topic, settings.group_lag_interval, metrics, runner.health
+        )
+        await group_lag.start()
     try:
         return 0 if await runner.run() else 1
     finally:
+        if group_lag is not None:
+            await group_lag.stop()
         if server is not None:
             await server.stop()
 
@@ -66,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "query":
         return run_query(args[1:], os.environ)
+    if args and args[0] == "rules":
+        return run_rules(args[1:])
     return run_consumer(args)
 
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics of a consumer, and the small HTTP server for /metrics and /healthz."""
+"""Prometheus metrics of a consumer, and the small HTTP server for /metrics and its probes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from audit_common.errors import ConfigError
 from audit_common.resource import AsyncResource
+from consumers.batch_histogram import BatchHistogram
+from consumers.health import Health
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +68,66 @@ class ConsumerMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
+        self._add_cluster_metrics(registry)
+        self._add_group_lag_metrics(registry)
+
+    def _add_cluster_metrics(self, registry: CollectorRegistry) -> None:
+        """Set by ``consumers.cluster_stats``; ``cluster`` is the relay's header, at most
+        ``MAX_CLUSTERS`` values (``unknown`` when absent, ``other`` past the cap)."""
+        self.cluster_events = Counter(
+            "audit_consumer_events",
+            "Events decoded, per cluster, before filters and duplicate suppression",
+            ["cluster"],
+            registry=registry,
+        )
+        self.newest_event = Gauge(
+            "audit_consumer_newest_event_timestamp_seconds",
+            "Unix time of the newest stageTimestamp consumed, per cluster",
+            ["cluster"],
+            registry=registry,
+        )
+        self.event_latency = BatchHistogram(
+            "audit_consumer_event_latency_seconds",
+            "From an event's stageTimestamp to its sink's flush returning, per event written",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=registry,
+        )
+
+    def _add_group_lag_metrics(self, registry: CollectorRegistry) -> None:
+        """Set by ``consumers.group_lag``, for every group with offsets on the topic, whether
+        it has a live member or not; several replicas report the same values."""
+        self.group_lag = Gauge(
+            "audit_consumer_group_lag",
+            "Messages between a group's committed offset and the partition's end",
+            ["group", "topic", "partition"],
+            registry=registry,
+        )
+        self.group_committed = Gauge(
+            "audit_consumer_group_committed_offset",
+            "A group's committed offset",
+            ["group", "topic", "partition"],
+            registry=registry,
+        )
+        self.group_lag_updated = Gauge(
+            "audit_consumer_group_lag_updated_timestamp_seconds",
+            "Unix time the group lag was last read from Kafka (0: never since start)",
+            registry=registry,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class MetricsServer(AsyncResource):
-    """Serves ``GET /metrics`` and ``GET /healthz`` on ``--metrics-listen``.
+    """Serves ``GET /metrics``, ``/healthz`` (liveness) and ``/readyz`` on ``--metrics-listen``.
 
     Started and stopped by ``consumers.__main__`` around the runner; ``start``/``stop`` are
     idempotent. ``start`` raises ConfigError when the address cannot be bound.
     """
 
-    def __init__(self, metrics: ConsumerMetrics, host: str, port: int) -> None:
+    def __init__(self, metrics: ConsumerMetrics, health: Health, host: str, port: int) -> None:
         self.metrics = metrics
+        self.health = health
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
@@ -88,7 +136,12 @@ class MetricsServer(AsyncResource):
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        live, answer = self.health.liveness()
+        return web.json_response(answer, status=200 if live else 503)
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ready, answer = self.health.readiness()
+        return web.json_response(answer, status=200 if ready else 503)
 
     async def start(self) -> None:
         if self._runner is not None:
@@ -96,6 +149,7 @@ class MetricsServer(AsyncResource):
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:

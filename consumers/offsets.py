@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from consumers.health import Health
 from consumers.metrics import ConsumerMetrics
 
 log = logging.getLogger(__name__)
@@ -24,11 +25,15 @@ class Offsets:
 
     Commits never raise a KafkaError: a transient failure keeps the offsets for the next
     commit, a rebalance drops them (the partitions' new owner consumes from the last commit).
+    A commit that succeeds is progress for ``health``.
     """
 
-    def __init__(self, consumer: AIOKafkaConsumer, metrics: ConsumerMetrics) -> None:
+    def __init__(
+        self, consumer: AIOKafkaConsumer, metrics: ConsumerMetrics, health: Health
+    ) -> None:
         self._consumer = consumer
         self._metrics = metrics
+        self._health = health
         self._flushed: dict[TopicPartition, int] = {}  # next offset to commit, per partition
         self._committed: dict[TopicPartition, int] = {}
         self._in_flight: asyncio.Task[None] | None = None
@@ -39,6 +44,11 @@ class Offsets:
         """Whether every batch flushed was committed: False also after a rebalance dropped
         some, whose events the partitions' new owner consumes again."""
         return not self._flushed and not self._dropped
+
+    @property
+    def uncommitted(self) -> bool:
+        """Whether offsets are flushed and wait for a commit."""
+        return bool(self._flushed)
 
     def resumed_at(self, tp: TopicPartition, offset: int) -> None:
         """Where this member started reading ``tp``: the base of its lag until a commit."""
@@ -80,12 +90,16 @@ class Offsets:
             if self._committed.pop(tp, None) is not None:
                 self._metrics.lag.remove(tp.topic, str(tp.partition))
 
-    def update_lag(self) -> None:
+    def update_lag(self) -> int:
+        """Export the lag of each assigned partition whose end and base are known; the sum."""
+        total = 0
         for tp in self._consumer.assignment():
             highwater = self._consumer.highwater(tp)
             base = self._committed.get(tp)
             if highwater is not None and base is not None:
                 self._metrics.lag.labels(tp.topic, str(tp.partition)).set(highwater - base)
+                total += highwater - base
+        return total
 
     async def _commit(self) -> None:
         offsets = dict(self._flushed)
@@ -102,6 +116,7 @@ class Offsets:
             log.warning("cannot commit offsets now, trying again after the next poll: %s", exc)
             return
         self._committed.update(offsets)
+        self._health.progressed()
         for tp, offset in offsets.items():
             if self._flushed.get(tp) == offset:
                 del self._flushed[tp]

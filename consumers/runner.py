@@ -24,9 +24,11 @@ from aiokafka import (
 from aiokafka.errors import InvalidSessionTimeoutError, KafkaError
 
 from audit_common.errors import AuditRelayError, ConfigError, InvalidEvent, KafkaUnavailable
+from consumers.cluster_stats import ClusterStats
 from consumers.dead_letters import Letter, letter_of_event, letter_of_record, send_letters
 from consumers.dedupe import Deduplicator
 from consumers.events import ConsumedEvent, decode
+from consumers.health import Health
 from consumers.metrics import ConsumerMetrics
 from consumers.offsets import Offsets
 from consumers.settings import ConsumerSettings
@@ -50,13 +52,16 @@ class Runner:
     and committed), False when stopped while a batch still failed (it is not committed, so it
     will be consumed again). It raises KafkaUnavailable when Kafka cannot be reached at start
     and ConfigError for unreadable TLS files; retriable errors of the sink are retried, never
-    raised, and any other error propagates without committing.
+    raised, and any other error propagates without committing. It keeps ``health`` (served by
+    ``consumers.metrics.MetricsServer``) told of its progress and of where it is.
     """
 
     def __init__(self, settings: ConsumerSettings, sink: Sink, metrics: ConsumerMetrics) -> None:
         self.settings = settings
         self.sink = sink
         self.metrics = metrics
+        self.health = Health(settings.stall_timeout)
+        self._clusters = ClusterStats(metrics)
         self._stopping = asyncio.Event()
         # Held by a batch from decode to commit, and by revocation: partitions are let go only
         # once the batch in hand is flushed and committed.
@@ -67,6 +72,7 @@ class Runner:
 
     def stop(self) -> None:
         """Ask ``run()`` to finish the batch in hand and return; safe from a signal handler."""
+        self.health.stopping()
         self._stopping.set()
 
     async def run(self) -> bool:
@@ -85,14 +91,18 @@ class Runner:
             client_id=self.settings.client_id, acks="all", enable_idempotence=True, **kafka
         )
         self._consumer = consumer
-        self._offsets = offsets = Offsets(consumer, self.metrics)
+        self._offsets = offsets = Offsets(consumer, self.metrics, self.health)
         leave_by: float | None = None
         try:
+            self.health.starting("opening the sink")
             if not await self._retry("open", "open the sink", self.sink.open):
                 return False
+            self.health.starting("connecting to Kafka")
             await self._start(consumer, producer)
+            self.health.starting(f"waiting for topic {self.settings.topic}")
             if not await self._wait_for_topic(consumer):
                 return True  # stopped before there was anything to consume
+            self.health.starting(f"joining group {self.settings.group}")
             consumer.subscribe([self.settings.topic], listener=_RebalanceListener(self))
             log.info(
                 "consuming %s in group %s into the %s sink",
@@ -195,7 +205,11 @@ class Runner:
                 return False
             assert self._offsets is not None
             self._offsets.commit_in_background()
-            self._offsets.update_lag()
+            lag = self._offsets.update_lag()
+            if lag or self._offsets.uncommitted:
+                self.health.waiting(f"{lag} messages of lag wait to be consumed and committed")
+            else:
+                self.health.idle()
         return True
 
     async def _process(self, producer: AIOKafkaProducer, batches: Batches) -> bool:
@@ -209,8 +223,10 @@ class Runner:
             for tp, records in batches.items():
                 self._offsets.resumed_at(tp, records[0].offset)
             records = [record for tp_records in batches.values() for record in tp_records]
+            self.health.waiting(f"{len(records)} records fetched wait to be written")
             self.metrics.consumed.inc(len(records))
             events, undecodable = _decode(records)
+            self._clusters.consumed(events)
             passed = [event for event in events if self.settings.event_filter.accepts(event)]
             self.metrics.filtered.inc(len(events) - len(passed))
             # Once per batch, not per attempt: a retried batch must not look like a repeat.
@@ -233,6 +249,7 @@ class Runner:
         """Write and flush ``events``; those the sink refuses for good go to the dead letters."""
         started = time.monotonic()
         await self.sink.write(events)
+        written = events
         try:
             await self.sink.flush()
         except EventsRefused as exc:
@@ -241,11 +258,12 @@ class Runner:
             ]
             await self._dead_letter(producer, letters)
             self.metrics.refused.inc(len(letters))
-            written = len(events) - len(letters)
-        else:
-            written = len(events)
+            # By position, not identity: a sink may refuse the cleaned copy it made of an event.
+            refused = {(event.topic, event.partition, event.offset) for event, _ in exc.refused}
+            written = [e for e in events if (e.topic, e.partition, e.offset) not in refused]
         self.metrics.write_seconds.observe(time.monotonic() - started)
-        self.metrics.written.inc(written)
+        self.metrics.written.inc(len(written))
+        self._clusters.written(written)
 
     async def _dead_letter(self, producer: AIOKafkaProducer, letters: Sequence[Letter]) -> None:
         """Send ``letters`` to the dead-letter topic and await acks; raises KafkaUnavailable."""
@@ -276,6 +294,10 @@ class Runner:
                     raise
                 failures += 1
                 self.metrics.failures.labels(operation).inc()
+                if operation == "open":
+                    self.health.starting(f"cannot open the sink: {exc}")
+                else:
+                    self.health.waiting(f"unable to {what} ({failures} failures): {exc}")
                 log.warning(
                     "cannot %s (failure %d, next try in %.1fs): %s", what, failures, delay, exc
                 )
@@ -310,6 +332,7 @@ class Runner:
             log.info("partitions revoked: %s", _describe(revoked))
 
     def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.health.joined()
         log.info("partitions assigned: %s", _describe(assigned))
 
 

@@ -43,6 +43,8 @@ class ConsumerSettings:
     dedupe_window: int = 10000
     event_filter: EventFilter = field(default_factory=EventFilter)
     metrics_listen: tuple[str, int] | None = None
+    stall_timeout: float = 300.0
+    group_lag_interval: float = 30.0
 
 
 def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
@@ -118,7 +120,25 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
         metavar="N",
         help="drop a repeat (same cluster, same value byte for byte) among the last N; 0: off",
     )
-    add("--metrics-listen", type=host_port, help="HOST:PORT serving /metrics and /healthz")
+    add(
+        "--metrics-listen",
+        type=host_port,
+        help="HOST:PORT serving /metrics, /healthz (liveness) and /readyz",
+    )
+    add(
+        "--stall-timeout",
+        type=positive_float,
+        default=300.0,
+        help="seconds without progress (a batch committed, or an idle poll) while work waits "
+        "before /healthz answers 503",
+    )
+    add(
+        "--group-lag-interval",
+        type=positive_float,
+        default=30.0,
+        help="seconds between reads of every consumer group's lag on the topic from Kafka "
+        "(audit_consumer_group_lag, with --metrics-listen)",
+    )
     add(
         "--log-level",
         default="INFO",
@@ -163,5 +183,7 @@ def build_settings(
         dedupe_window=args.dedupe_window,
         event_filter=EventFilter.parse(args.include, args.exclude),
         metrics_listen=args.metrics_listen,
+        stall_timeout=args.stall_timeout,
+        group_lag_interval=args.group_lag_interval,
     )
     return settings, SINKS[args.sink].from_args(args), args.log_level

@@ -22,6 +22,7 @@ from multiprocessing.connection import wait
 from audit_common.errors import ConfigError
 from audit_common.gc_policy import tune_for_bulk_json
 from audit_common.logs import configure_logging
+from relay import exit_status
 from relay.settings import RelaySettings, build_settings
 
 log = logging.getLogger("relay")
@@ -33,20 +34,19 @@ def run_worker(settings: RelaySettings, level: str, reuse_port: bool) -> int:
 
     configure_logging(level)
 
-    async def run() -> None:
+    async def run() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop, reuse_port=reuse_port)
+        return await serve(settings, stop, reuse_port=reuse_port)
 
     tune_for_bulk_json()
     try:
-        asyncio.run(run())
+        return asyncio.run(run())
     except ConfigError as exc:  # found only when the worker starts, e.g. an unusable --spool-dir
         print(f"audit-relay: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return exit_status.CONFIG
 
 
 def _worker_process(settings: RelaySettings, level: str) -> None:
@@ -57,7 +57,8 @@ def supervise(settings: RelaySettings, level: str) -> int:
     """Start ``settings.workers`` processes on one port; forward SIGTERM/SIGINT to them.
 
     A worker that dies on its own takes the others down (exit 1), so the orchestrator restarts
-    the relay whole rather than running it short-handed without anyone noticing.
+    the relay whole rather than running it short-handed without anyone noticing. Otherwise the
+    status is the workers' combined (``relay.exit_status.combined``).
     """
     metrics_dir = tempfile.mkdtemp(prefix="audit-relay-metrics-")
     # prometheus_client reads this when imported; the spawned workers inherit it.
@@ -84,7 +85,7 @@ def supervise(settings: RelaySettings, level: str) -> int:
     if stopping:  # a signal while they started reached only those started before it
         forward(signal.SIGTERM, None)
     log.info("started %d workers", len(workers))
-    status = 0
+    statuses: list[int | None] = []
     remaining = list(workers)
     try:
         while remaining:
@@ -92,16 +93,16 @@ def supervise(settings: RelaySettings, level: str) -> int:
                 worker = next(w for w in remaining if w.sentinel == sentinel)
                 worker.join()
                 remaining.remove(worker)
-                if worker.exitcode != 0:
-                    status = 1
+                statuses.append(worker.exitcode)
                 if not stopping:
                     name, code = worker.name, worker.exitcode
                     log.error("%s exited with %s; stopping the others", name, code)
-                    status = 1
+                    statuses.append(exit_status.FAILED)
                     forward(signal.SIGTERM, None)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
-    log.info("all workers stopped")
+    status = exit_status.combined(statuses)
+    log.info("all workers stopped (exit status %d)", status)
     return status
 
 
@@ -111,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings, level = build_settings(sys.argv[1:] if argv is None else argv, os.environ)
     except ConfigError as exc:
         print(f"audit-relay: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_status.CONFIG
     configure_logging(level)
     if settings.workers == 1:
         return run_worker(settings, level, reuse_port=False)

@@ -121,6 +121,12 @@ class RelayMetrics:
         self.spool_replayed = Counter(
             "relay_spool_replayed_events", "Spooled records replayed into Kafka", registry=registry
         )
+        self.spool_commits = Counter(
+            "relay_spool_commits",
+            "Spool writes, each one write and one fsync shared by the appends of the requests "
+            "that arrived together (group commit)",
+            registry=registry,
+        )
         self.spool_bytes = Gauge(
             "relay_spool_bytes",
             "Bytes held by the disk spool",
@@ -148,6 +154,13 @@ class RelayMetrics:
         self.bytes_in_flight = Gauge(
             "relay_request_bytes_in_flight",
             "Request bytes held by webhook requests being handled",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.unanswered_bytes = Gauge(
+            "relay_kafka_unanswered_bytes",
+            "Bytes of records still held for Kafka whose request was already answered (503 or "
+            "spooled); --max-inflight-bytes bounds them together with the requests in flight",
             multiprocess_mode="livesum",
             registry=registry,
         )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from audit_common.errors import ConfigError
 from audit_common.kafka_connection import add_kafka_arguments, kafka_connection_from_args
 from audit_common.options import EnvArgumentParser, host_port, positive_float, positive_int
+from relay import exit_status
 from relay.edge.auth import AuthSettings, add_auth_arguments, auth_settings_from_args
 from relay.edge.limits import ClientLimits, add_limit_arguments, limits_from_args
 from relay.edge.tls import TLSSettings, add_tls_arguments, tls_settings_from_args
@@ -53,6 +54,7 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
             "event. Answers 200 only once Kafka acknowledged every event of the request; "
             "503 with Retry-After when it cannot, so the apiserver retries."
         ),
+        epilog=exit_status.HELP,
         env_prefix=ENV_PREFIX,
         environ=environ,
     )
@@ -113,7 +115,8 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
         "--shutdown-grace",
         type=positive_float,
         default=20.0,
-        help="seconds requests in flight get to finish on SIGTERM",
+        help="seconds requests in flight get to finish on SIGTERM; the producer then gets "
+        "--ack-timeout + 5 s to deliver and close, so a stop takes at most their sum",
     )
     add(
         "--insecure",
@@ -144,7 +147,8 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
         "--max-inflight-bytes",
         type=positive_int,
         default=128 << 20,
-        help="request bytes a worker holds at once; beyond it, 503 with Retry-After",
+        help="bytes a worker holds at once: requests in flight, and records still held for "
+        "Kafka after their request was answered; beyond it, 503 with Retry-After",
     )
     add_tls_arguments(parser)
     add_auth_arguments(parser)

@@ -6,6 +6,7 @@ subclass and one line below.
 
 from __future__ import annotations
 
+from consumers.sinks.alerts import AlertsSink
 from consumers.sinks.base import Sink
 from consumers.sinks.csv_log import CsvLogSink
 from consumers.sinks.http_forward import HttpForwardSink
@@ -13,6 +14,7 @@ from consumers.sinks.jsonl import JsonLinesSink
 from consumers.sinks.postgres import PostgresSink
 
 SINKS: dict[str, type[Sink]] = {
+    "alerts": AlertsSink,
     "csv": CsvLogSink,
     "http": HttpForwardSink,
     "jsonl": JsonLinesSink,

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import ClassVar, Self
 
+from prometheus_client import CollectorRegistry
+
 from audit_common.errors import SinkError
 from audit_common.options import EnvArgumentParser
 from consumers.events import ConsumedEvent
@@ -55,6 +57,10 @@ class Sink(abc.ABC):
     @classmethod  # noqa: B027 - an optional hook: a sink without flags of its own inherits it
     def add_arguments(cls, parser: EnvArgumentParser) -> None:
         """Declare this sink's flags with ``parser.add_option``; called once per program start."""
+
+    def register_metrics(self, registry: CollectorRegistry) -> None:  # noqa: B027 - optional
+        """Add this sink's own metrics to the consumer's registry. Called once by
+        ``consumers.__main__`` before the runner starts; most sinks have none."""
 
     @classmethod
     @abc.abstractmethod

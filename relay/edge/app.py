@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -22,7 +23,8 @@ from audit_common.errors import (
 )
 from relay.edge.auth import CLUSTER
 from relay.edge.body import read_body
-from relay.events.build import EventTransform, MayTransform, build_batch, dead_letter
+from relay.edge.offload import Offload
+from relay.events.build import Batch, EventTransform, MayTransform, build_batch, dead_letter
 from relay.events.records import OutboundRecord
 from relay.events.split import split
 from relay.kafka.publisher import KafkaPublisher
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 
 Deliver = Callable[[Sequence[OutboundRecord]], Awaitable[None]]
 RETRY_AFTER_SECONDS = "5"
+# Bodies up to this size are split and built on the event loop: a thread hop costs more than the
+# few events they hold; a larger body goes to ``Offload``'s threads, not to stall the worker.
+INLINE_BODY_BYTES = 256 * 1024
 
 
 def status_for(error: AuditRelayError) -> int:
@@ -75,6 +80,7 @@ class WebhookHandler:
         deliver: Deliver,
         transform: EventTransform | None,
         may_transform: MayTransform | None,
+        offload: Offload,
     ) -> None:
         self.settings = settings
         self.publisher = publisher
@@ -82,24 +88,56 @@ class WebhookHandler:
         self.deliver = deliver
         self.transform = transform
         self.may_transform = may_transform
+        self.offload = offload
 
     async def receive(self, request: web.Request) -> web.Response:
         timeout = self.settings.limits.client_timeout
         try:
             async with asyncio.timeout(timeout):
-                body = await read_body(request, self.settings.max_body_bytes)
+                chunks = await read_body(request, self.settings.max_body_bytes)
         except TimeoutError as exc:
             raise RequestTimeout(f"request body not received within {timeout:g}s") from exc
-        self.metrics.request_bytes.inc(len(body))
+        size = sum(len(chunk) for chunk in chunks)
+        self.metrics.request_bytes.inc(size)
         cluster = request.get(CLUSTER, self.settings.cluster)
+        records = functools.partial(self.records, chunks, cluster)
+        items, batch, refused = (
+            await self.offload.run(records) if size > INLINE_BODY_BYTES else records()
+        )
+        await self.deliver(batch.records)
+        if refused is not None:
+            self.metrics.events_dead_lettered.inc()
+            raise refused
+        self.metrics.events_accepted.inc(batch.accepted)
+        self.metrics.events_dead_lettered.inc(batch.dead_lettered)
+        self.metrics.events_truncated.inc(batch.truncated)
+        self.metrics.events_redacted.inc(batch.transformed)
+        self.metrics.events_per_request.observe(items)
+        if batch.dead_lettered or batch.truncated:
+            log.warning(
+                "request of %d items: %d dead-lettered, %d truncated to fit the broker",
+                items,
+                batch.dead_lettered,
+                batch.truncated,
+            )
+        return web.json_response({"accepted": batch.accepted, "deadLettered": batch.dead_lettered})
+
+    def records(self, chunks: list[bytes], cluster: str) -> tuple[int, Batch, BadRequest | None]:
+        """The number of items in the body of ``chunks`` and the records built of them; or, for
+        a body that is no EventList or Event, the dead letter keeping it and why it is none.
+
+        Called by ``receive``, on the event loop for a small body and in an ``Offload`` thread
+        for a large one: it touches nothing of the loop's (``publisher.fits`` only compresses,
+        the redactor keeps no state). Empties ``chunks``, so that the body is held only once.
+        """
+        body = b"".join(chunks)
+        chunks.clear()
         limit = self.settings.publisher.max_message_bytes // 2
         try:
             items, api_version = split(body)
         except BadRequest as exc:
             # Keep what was sent, so that a sender's bug loses nothing; 503 if even that fails.
-            await self.deliver([dead_letter(body, str(exc), cluster, limit)])
-            self.metrics.events_dead_lettered.inc()
-            raise
+            return 0, Batch([dead_letter(body, str(exc), cluster, limit)], dead_lettered=1), exc
         batch = build_batch(
             items,
             api_version,
@@ -109,20 +147,7 @@ class WebhookHandler:
             transform=self.transform,
             may_transform=self.may_transform,
         )
-        await self.deliver(batch.records)
-        self.metrics.events_accepted.inc(batch.accepted)
-        self.metrics.events_dead_lettered.inc(batch.dead_lettered)
-        self.metrics.events_truncated.inc(batch.truncated)
-        self.metrics.events_redacted.inc(batch.transformed)
-        self.metrics.events_per_request.observe(len(items))
-        if batch.dead_lettered or batch.truncated:
-            log.warning(
-                "request of %d items: %d dead-lettered, %d truncated to fit the broker",
-                len(items),
-                batch.dead_lettered,
-                batch.truncated,
-            )
-        return web.json_response({"accepted": batch.accepted, "deadLettered": batch.dead_lettered})
+        return len(items), batch, None
 
 
 def build_app(
@@ -137,9 +162,21 @@ def build_app(
     middlewares: Sequence[Middleware] = (),
 ) -> web.Application:
     """The aiohttp application; ``relay.edge.server`` runs it, tests may run it in-process."""
+    offload = Offload()
     webhook = WebhookHandler(
-        settings, publisher, metrics, deliver or publisher.publish, transform, may_transform
+        settings,
+        publisher,
+        metrics,
+        deliver or publisher.publish,
+        transform,
+        may_transform,
+        offload,
     )
+
+    async def offload_threads(app: web.Application) -> AsyncIterator[None]:
+        # Stopped at cleanup, once the requests in flight are done with it.
+        async with offload:
+            yield
 
     @web.middleware
     async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -183,6 +220,7 @@ def build_app(
         return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application(middlewares=[errors_as_json, *middlewares], client_max_size=1024)
+    app.cleanup_ctx.append(offload_threads)
     app.router.add_post(settings.path, webhook.receive)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

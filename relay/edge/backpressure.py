@@ -3,11 +3,16 @@
 Checked before the body is read, from ``Content-Length``, so a burst of large batches is turned
 away with 503 and ``Retry-After`` (the apiserver re-posts them) instead of growing memory
 without limit. A body of unknown decoded size (chunked, or compressed) counts as the largest
-allowed body. One request is always admitted when nothing else is in flight, so a single body
-over the bound is not refused forever.
+allowed body. The bound also covers the records a producer still holds for requests already
+answered (a 503 after an ack timeout leaves them in its batches until the producer is replaced):
+without that, every retry of the apiserver during an outage would add its records to memory.
+One request is always admitted when nothing else is held, so a single body over the bound is not
+refused forever.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -17,9 +22,17 @@ from relay.metrics import RelayMetrics
 
 
 def inflight_limit(
-    max_bytes: int, path: str, unknown_size: int, metrics: RelayMetrics
+    max_bytes: int,
+    path: str,
+    unknown_size: int,
+    metrics: RelayMetrics,
+    unanswered: Callable[[], int],
 ) -> Middleware:
-    """An aiohttp middleware for ``relay.edge.app.build_app``; raises Overloaded over the bound."""
+    """An aiohttp middleware for ``relay.edge.app.build_app``; raises Overloaded over the bound.
+
+    ``unanswered`` gives the bytes held for Kafka on behalf of requests already answered
+    (``KafkaPublisher.unanswered_bytes``).
+    """
     held = 0
 
     @web.middleware
@@ -31,8 +44,12 @@ def inflight_limit(
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if size is None or encoding not in ("", "identity"):
             size = unknown_size
-        if held and held + size > max_bytes:
-            raise Overloaded(f"{held} request bytes in flight; the bound is {max_bytes}")
+        others = held + unanswered()
+        if others and others + size > max_bytes:
+            raise Overloaded(
+                f"{held} request bytes in flight and {others - held} held for Kafka; "
+                f"the bound is {max_bytes}"
+            )
         held += size
         metrics.bytes_in_flight.inc(size)
         try:

@@ -8,6 +8,7 @@ import logging
 
 from aiohttp import web
 
+from relay import exit_status
 from relay.edge.app import Lifecycle, build_app
 from relay.edge.auth import Authenticator, auth_middleware
 from relay.edge.backpressure import inflight_limit
@@ -25,13 +26,15 @@ log = logging.getLogger(__name__)
 PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
-async def serve(settings: RelaySettings, stop: asyncio.Event, *, reuse_port: bool = False) -> None:
+async def serve(settings: RelaySettings, stop: asyncio.Event, *, reuse_port: bool = False) -> int:
     """Serve until ``stop`` is set, then shut down without losing an acknowledged event.
 
-    Called by ``relay.cli`` in each worker. Shutdown order: readyz turns false and the
-    listening socket closes; requests in flight get ``shutdown_grace`` seconds to finish (each
-    answers only after Kafka's acks or the spool's fsync); then the spool closes, and the
-    producer flushes and closes.
+    Called by ``relay.cli`` in each worker; returns its exit status (``relay.exit_status``).
+    Shutdown order: readyz turns false and the listening socket closes; requests in flight get
+    ``shutdown_grace`` seconds to finish (each answers only after Kafka's acks or the spool's
+    fsync); then the spool closes, and the producer flushes and closes within ``ack_timeout``
+    + 5 s. So a stop takes at most ``shutdown_grace + ack_timeout + 5`` seconds, Kafka up or
+    down.
     """
     metrics = RelayMetrics(settings.metrics_dir)
     lifecycle = Lifecycle()
@@ -49,7 +52,11 @@ async def serve(settings: RelaySettings, stop: asyncio.Event, *, reuse_port: boo
         redaction = settings.redaction
         redactor = Redactor(redaction.hmac_key, redaction.resources)
         limit = inflight_limit(
-            settings.delivery.max_inflight_bytes, settings.path, settings.max_body_bytes, metrics
+            settings.delivery.max_inflight_bytes,
+            settings.path,
+            settings.max_body_bytes,
+            metrics,
+            unanswered=lambda: publisher.unanswered_bytes,
         )
         app = build_app(
             settings,
@@ -95,4 +102,12 @@ async def serve(settings: RelaySettings, stop: asyncio.Event, *, reuse_port: boo
             settings.shutdown_grace,
         )
         await runner.cleanup()
-    log.info("stopped")
+    if delivery.left_on_spool:
+        status = exit_status.SPOOLED
+    elif not publisher.delivered_everything:
+        status = exit_status.KAFKA_UNAVAILABLE
+        log.warning("stopped while Kafka was not acknowledging; nothing acknowledged is lost")
+    else:
+        status = exit_status.DELIVERED
+    log.info("stopped (exit status %d)", status)
+    return status

@@ -38,6 +38,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import cramjam
 from aiokafka import AIOKafkaProducer
@@ -71,6 +72,11 @@ _MAX_CONNECT_DELAY = 5.0
 # While none does, aiokafka's sender refreshes metadata in a loop without pause (a core's worth
 # of CPU); giving the producer up stops that, and the reconnects back off instead.
 _STALL_S = 1.0
+# Records added to batches between two yields to the event loop, so that the other requests'
+# acks and small requests go on while a large body's records are added (~1 ms).
+_YIELD_EVERY = 256
+# What stop() allows past the ack timeout for closing producers (their sender's last requests).
+_CLOSE_MARGIN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,10 @@ class KafkaPublisher(AsyncResource):
         self._attempts = 0
         self._outage = OutageLog(settings.connection.bootstrap)
         self._compress = _COMPRESSORS.get(settings.compression)
+        # Bytes of records still in a producer's batches whose request has already been
+        # answered (503, or spooled): the in-flight bound counts them with the live requests.
+        self.unanswered_bytes = 0
+        self.delivered_everything = False
         metrics.kafka_connected.set(0)
 
     @property
@@ -137,25 +147,36 @@ class KafkaPublisher(AsyncResource):
             self._connect_soon()
 
     async def stop(self) -> None:
-        """Deliver what the producer holds (for at most the ack timeout) and close; idempotent."""
+        """Deliver what the producer holds and close, within ``ack_timeout`` + 5 s; idempotent.
+
+        Called by ``relay.edge.server`` once no request is left. Sets ``delivered_everything``:
+        whether a producer was in place and Kafka took all it held before the ack timeout.
+        """
         self._started = False
+        deadline = asyncio.get_running_loop().time() + self.settings.ack_timeout + _CLOSE_MARGIN_S
         if self._connect_task is not None:
             self._connect_task.cancel()
             await asyncio.gather(self._connect_task, return_exceptions=True)
             self._connect_task = None
         current, self._current = self._current, None
         self._installed.clear()
+        self.delivered_everything = False
         if current is not None:
             # Records whose request timed out may still wait for their batch to leave.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.ack_timeout):
                     await current.batches.drain()
                     await current.producer.flush()
+                    self.delivered_everything = True
             self._closing.add(asyncio.create_task(self._close(current)))
         if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.gather(*self._closing, return_exceptions=True)
+                log.info("kafka producer closed")
+            except TimeoutError:
+                log.error("kafka producers still closing at the shutdown deadline; abandoned")
             self._closing.clear()
-            log.info("kafka producer closed")
 
     def fits(self, value: bytes) -> bool:
         """Whether a value, compressed as the producer will, stays under the broker's limit."""
@@ -182,10 +203,11 @@ class KafkaPublisher(AsyncResource):
         started = time.monotonic()
         pending = records
         alone = False  # each record in a batch of its own, to find the one a broker refuses
+        held: dict[asyncio.Future[None], int] = {}  # each batch's future: bytes of ours in it
         try:
             async with asyncio.timeout(self.settings.ack_timeout):
                 while pending:
-                    failed = await self._send(current, pending, alone=alone)
+                    failed = await self._send(current, pending, held, alone=alone)
                     if not failed:
                         break
                     self._abandon(current, failed[0][1])
@@ -199,13 +221,34 @@ class KafkaPublisher(AsyncResource):
             reason = f"no acknowledgement within {self.settings.ack_timeout:g}s"
             self._abandon(current, reason)
             raise KafkaUnavailable(f"Kafka did not acknowledge: {reason}") from exc
+        finally:
+            self._hold_unanswered(held)
         self._acknowledged(time.monotonic() - started)
 
+    def _hold_unanswered(self, held: dict[asyncio.Future[None], int]) -> None:
+        """Count the bytes of a request's records that outlive its answer until their batch is
+        acknowledged or failed (an abandoned producer fails its batches within its close)."""
+        for ack, size in held.items():
+            if not ack.done():
+                self.unanswered_bytes += size
+                self._metrics.unanswered_bytes.inc(size)
+                ack.add_done_callback(partial(self._release_unanswered, size))
+
+    def _release_unanswered(self, size: int, ack: asyncio.Future[None]) -> None:
+        self.unanswered_bytes -= size
+        self._metrics.unanswered_bytes.dec(size)
+
     async def _send(
-        self, current: _Producer, records: Sequence[OutboundRecord], *, alone: bool
+        self,
+        current: _Producer,
+        records: Sequence[OutboundRecord],
+        held: dict[asyncio.Future[None], int],
+        *,
+        alone: bool,
     ) -> list[tuple[OutboundRecord, BaseException]]:
-        """Add each record to its partition's open batch (``alone``: a batch of its own); the
-        records of batches that failed, each with its batch's error."""
+        """Add each record to its partition's open batch (``alone``: a batch of its own),
+        counting its bytes in ``held``; the records of batches that failed, each with its
+        batch's error."""
         acks: list[asyncio.Future[None]] = []
         partitions: dict[str, list[int]] = {}
         try:
@@ -214,7 +257,11 @@ class KafkaPublisher(AsyncResource):
                 known = partitions.get(topic)
                 if known is None:
                     known = partitions[topic] = sorted(await current.producer.partitions_for(topic))
-                acks.append(current.batches.add(topic, known, record, alone=alone))
+                ack = current.batches.add(topic, known, record, alone=alone)
+                held[ack] = held.get(ack, 0) + record.size
+                acks.append(ack)
+                if len(acks) % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a large request must not hold the loop
         except KafkaError as exc:  # the topic's metadata could not be had
             return [(record, exc) for record in records]
         await self._wait(current, set(acks))

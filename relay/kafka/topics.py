@@ -9,6 +9,7 @@ existing topic that lets an acknowledged event live on one broker only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -19,6 +20,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 log = logging.getLogger(__name__)
 
 MIN_INSYNC = "min.insync.replicas"
+_DESCRIBE_TRIES = 10
+_DESCRIBE_PAUSE_S = 0.2
 
 
 def min_insync_replicas(replication_factor: int) -> int:
@@ -56,9 +59,15 @@ async def warn_if_not_replicated(admin: AIOKafkaAdminClient, names: Iterable[str
     Raises KafkaError when the brokers cannot be asked.
     """
     names = list(names)
+    # A topic created a moment ago may be described before its partitions are: no replicas yet.
+    for _ in range(_DESCRIBE_TRIES):
+        described = await admin.describe_topics(names)
+        if all(topic["partitions"] for topic in described):
+            break
+        await asyncio.sleep(_DESCRIBE_PAUSE_S)
     replicas = {
         topic["topic"]: min((len(p["replicas"]) for p in topic["partitions"]), default=0)
-        for topic in await admin.describe_topics(names)
+        for topic in described
     }
     resources = [
         ConfigResource(ConfigResourceType.TOPIC, name, {MIN_INSYNC: None}) for name in names

@@ -67,6 +67,8 @@ class Delivery(AsyncResource):
         self._down_since = 0.0
         self._last_status_log = 0.0
         self._replayed_counted = 0
+        self._commits_counted = 0
+        self.left_on_spool = 0
 
     async def start(self) -> None:
         """Open the spool and start replaying it. Raises ConfigError when it cannot be used."""
@@ -76,13 +78,26 @@ class Delivery(AsyncResource):
             self._replayer = asyncio.create_task(self._replay_forever(), name="spool-replay")
 
     async def stop(self) -> None:
-        """Stop replaying and close the spool; what it still holds is replayed at next start."""
+        """Stop replaying and close the spool; what it still holds is replayed at next start.
+
+        Sets ``left_on_spool``: the events the spool still holds (logged when any).
+        """
         if self._replayer is not None:
             self._replayer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._replayer
             self._replayer = None
         if self.spool is not None:
+            stats = self.spool.stats()
+            self.left_on_spool = stats.events
+            if stats.events:
+                log.warning(
+                    "stopping with %d events (%d bytes) on the spool in %s: a relay started on "
+                    "it delivers them",
+                    stats.events,
+                    stats.bytes,
+                    self.spool.root,
+                )
             await self.spool.stop()
 
     async def deliver(self, records: Sequence[OutboundRecord]) -> None:
@@ -156,6 +171,8 @@ class Delivery(AsyncResource):
         metrics.spool_replay_rate.set(stats.replay_rate)
         metrics.spool_replayed.inc(stats.replayed_events - self._replayed_counted)
         self._replayed_counted = stats.replayed_events
+        metrics.spool_commits.inc(stats.commits - self._commits_counted)
+        self._commits_counted = stats.commits
 
     def _log_status(self) -> None:
         assert self.spool is not None

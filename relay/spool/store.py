@@ -2,7 +2,9 @@
 
 Each worker appends to segments in its own directory under ``--spool-dir``
 (``relay.spool.directory``) and fsyncs before ``append`` returns, so a 200 sent after it
-survives SIGKILL and power loss.
+survives SIGKILL and power loss. Appends of concurrent requests share that fsync (group commit):
+those that arrive while a write is in progress are written together by the next one, in one
+``write`` and one ``fsync``, since an fsync costs milliseconds whatever it carries.
 ``replay`` hands the records back in the order they were appended, and deletes a segment only
 once every record of it was acknowledged. A restarted worker replays its own leftovers, and
 ``replay`` also adopts the directories that dead workers left.
@@ -48,13 +50,24 @@ _RATE_WINDOW_S = 10.0
 
 @dataclass(frozen=True)
 class SpoolStats:
-    """What the spool holds, for metrics and log lines; ages and rates in seconds."""
+    """What the spool holds, for metrics and log lines; ages and rates in seconds. ``commits``
+    counts the writes (each one fsync) since start, however many appends each carried."""
 
     bytes: int
     events: int
     oldest_age_s: float
     replayed_events: int
     replay_rate: float
+    commits: int
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """The records of one ``append``, until a group write settles ``done``."""
+
+    records: Sequence[OutboundRecord]
+    size: int
+    done: asyncio.Future[None]
 
 
 class Spool(AsyncResource):
@@ -82,6 +95,11 @@ class Spool(AsyncResource):
         self._active: Segment | None = None
         self._active_fd: int | None = None
         self._lock = asyncio.Lock()
+        # Appends not yet written, oldest first, and their bytes with those being written.
+        self._waiting: deque[_Waiting] = deque()
+        self._unwritten = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._commits = 0
         self._replayed = 0
         self._recent: deque[tuple[float, int]] = deque()
 
@@ -92,7 +110,10 @@ class Spool(AsyncResource):
             log.info("spool %s claimed (%s)", self._home.path, self._describe())
 
     async def stop(self) -> None:
-        """Close the active segment and release every directory; the data stays for next time."""
+        """Write what appends wait for, close the active segment and release every directory;
+        the data stays for next time."""
+        if self._writer is not None:
+            await asyncio.wait([self._writer])
         async with self._lock:
             self._seal()
             for directory in [*self._adopted, *([self._home] if self._home else [])]:
@@ -103,42 +124,86 @@ class Spool(AsyncResource):
     @property
     def empty(self) -> bool:
         """True when nothing waits for replay (the delivery layer then publishes directly)."""
-        return not any(segment.events for segment in self._segments())
+        return not self._unwritten and not any(segment.events for segment in self._segments())
 
     async def append(self, records: Sequence[OutboundRecord]) -> None:
         """Store ``records`` durably (written and fsynced) before returning.
 
-        Called by the delivery layer for the records of one request. Raises Overloaded when they
-        would take the spool over ``max_bytes`` or the disk refuses them; then none is stored.
-        A cancelled caller does not cut the write short: it completes, and is replayed.
+        Called by the delivery layer for the records of one request; concurrent calls share one
+        write and fsync. Raises Overloaded, with none of ``records`` stored, when they would take
+        the spool over ``max_bytes`` (counting what other appends wait to write: this append
+        alone is refused), or when the disk refuses the write that carries them (every append
+        of that write fails). A cancelled caller does not cut the write short: it completes,
+        and is replayed.
         """
-        await asyncio.shield(self._append(records))
-
-    async def _append(self, records: Sequence[OutboundRecord]) -> None:
+        self._require_home()
         size = sum(frames.frame_size(record) for record in records)
+        held = sum(segment.size for segment in self._segments()) + self._unwritten
+        if held + size > self.max_bytes:
+            raise Overloaded(f"spool full: {held} + {size} bytes over {self.max_bytes}")
+        waiting = _Waiting(records, size, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        self._unwritten += size
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_waiting(), name="spool-writer")
+        await asyncio.shield(waiting.done)
+
+    async def _write_waiting(self) -> None:
+        """Write what waits, a group at a time, until nothing does; settle each append."""
+        while self._waiting:
+            group = [self._waiting.popleft()]
+            size = group[0].size
+            # A group stays within a segment's size, so that segments stay near it.
+            while self._waiting and size + self._waiting[0].size <= self.segment_bytes:
+                size += self._waiting[0].size
+                group.append(self._waiting.popleft())
+            try:
+                await self._write_group(group, size)
+            except Exception as exc:
+                self._settle(group, exc)
+            except BaseException:
+                # Cancelled, as when the loop closes: nothing is left to write what waits.
+                self._settle([*group, *self._waiting], Overloaded("spool writer cancelled"))
+                self._waiting.clear()
+                raise
+            else:
+                self._settle(group, None)
+
+    def _settle(self, group: Sequence[_Waiting], error: Exception | None) -> None:
+        """Answer the appends of ``group``: written (their bytes are now in a segment), or not."""
+        for waiting in group:
+            self._unwritten -= waiting.size
+            if error is None:
+                waiting.done.set_result(None)
+            else:
+                waiting.done.set_exception(error)
+
+    async def _write_group(self, group: list[_Waiting], size: int) -> None:
+        """Append the frames of ``group`` to the active segment with one write and one fsync.
+
+        Raises Overloaded when the disk refuses them (the segment is then cut back and sealed).
+        """
         async with self._lock:
             home = self._require_home()
-            held = sum(segment.size for segment in self._segments())
-            if held + size > self.max_bytes:
-                raise Overloaded(f"spool full: {held} + {size} bytes over {self.max_bytes}")
             if self._active is not None and self._active.size + size > self.segment_bytes:
                 self._seal()
             now_ms = time.time_ns() // 1_000_000
-            data = b"".join(frames.encode(record, now_ms) for record in records)
             try:
                 if self._active is None or self._active_fd is None:
                     path = home.next_segment_path()
                     self._active_fd = await asyncio.to_thread(create_segment, path)
                     self._active = Segment(path)
                     home.segments.append(self._active)
-                await asyncio.to_thread(write_frames, self._active_fd, data)
+                batches = [waiting.records for waiting in group]
+                written = await asyncio.to_thread(_write, self._active_fd, batches, now_ms)
             except OSError as exc:
                 # Should cutting back a partial write have failed too, later appends must not
                 # follow the partial frame: they go to a new segment.
                 self._seal()
                 raise Overloaded(f"cannot write the spool: {exc}") from exc
-            self._active.size += len(data)
-            self._active.events += len(records)
+            self._commits += 1
+            self._active.size += written
+            self._active.events += sum(len(batch) for batch in batches)
             if self._active.oldest_ms is None:
                 self._active.oldest_ms = now_ms
 
@@ -177,6 +242,7 @@ class Spool(AsyncResource):
             oldest_age_s=max(0.0, time.time() - oldest / 1000) if oldest is not None else 0.0,
             replayed_events=self._replayed,
             replay_rate=sum(count for _, count in self._recent) / _RATE_WINDOW_S,
+            commits=self._commits,
         )
 
     def _describe(self) -> str:
@@ -260,6 +326,16 @@ class Spool(AsyncResource):
         segment.oldest_ms = following[0].spooled_ms if following else None
         self._replayed += len(done)
         self._recent.append((time.monotonic(), len(done)))
+
+
+def _write(fd: int, batches: Sequence[Sequence[OutboundRecord]], now_ms: int) -> int:
+    """Frame the records of ``batches`` and append them with ``write_frames``; the bytes written.
+
+    Runs in a thread: encoding the frames of a large request (copies, checksums) takes a while.
+    """
+    data = b"".join(frames.encode(record, now_ms) for batch in batches for record in batch)
+    write_frames(fd, data)
+    return len(data)
 
 
 def _read_from(path: Path, offset: int) -> bytes:

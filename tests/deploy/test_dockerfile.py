@@ -45,7 +45,7 @@ def test_runs_as_the_non_root_user_the_manifests_expect(dockerfile: DockerfilePa
     # Numeric, so the kubelet can verify runAsNonRoot without reading /etc/passwd.
     assert uid.isdigit() and int(uid) != 0 and (not gid or int(gid) != 0)
     for workload in render("."):
-        if workload["kind"] == "Deployment":
+        if workload["kind"] in ("Deployment", "StatefulSet"):
             security = workload["spec"]["template"]["spec"]["securityContext"]
             assert security["runAsUser"] == int(uid), workload["metadata"]["name"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from tests.faults.harness import Load, Relay, Tally
 from tests.support.kafka import LocalBroker
+from tests.support.net import wait_until
 from tests.support.processes import ProcessFactory
 
 pytestmark = pytest.mark.integration
@@ -39,33 +41,54 @@ async def test_relay_sigkill_with_broker_up_then_restart(
     assert tally.acknowledged == tally.sent
 
 
-async def test_relay_sigkill_with_broker_down_then_restart_replays_every_worker_spool(
+@pytest.mark.parametrize(
+    ("before", "after"), [(2, 1), (1, 2)], ids=["2-workers-then-1", "1-worker-then-2"]
+)
+async def test_relay_sigkill_with_broker_down_then_restart_with_other_workers_replays_every_spool(
     broker_factory: Callable[[], LocalBroker],
     processes: ProcessFactory,
     http: aiohttp.ClientSession,
     tmp_path: Path,
+    before: int,
+    after: int,
 ) -> None:
+    """What a replacement pod does with its predecessor's volume when --workers changed."""
     broker = broker_factory()
-    relay = Relay(processes, broker.bootstrap, tmp_path / "spool")
-    await relay.start(http, "--workers", "2")
-    tally = Tally("relay SIGKILL, broker down")
-    load = Load(http, relay.url, tally)
-    load.start()
-    await asyncio.sleep(2)
-    # A clean stop: the fault under test is the relay's crash (a broker crash only restarts slower).
-    await asyncio.to_thread(broker.stop)
-    await asyncio.sleep(6)  # acknowledged from the spools of both workers
-    spooled = len(tally.acknowledged)
-    relay.kill()
-    assert len(list((tmp_path / "spool").glob("worker-*/*.seg"))) >= 2, "both workers spooled"
-    await asyncio.to_thread(broker.start)
-    # One worker now: it replays its own directory and adopts the one the other worker left.
-    process = await relay.start(http, "--workers", "1")
-    await asyncio.sleep(3)
-    await load.finish()
+    spool = tmp_path / "spool"
+    relay = Relay(processes, broker.bootstrap, spool)
+    await relay.start(http, "--workers", str(before))
+    tally = Tally(f"relay SIGKILL, broker down, {before}w then {after}w")
+    # A connection per request: the kernel spreads connections, not requests, over the workers.
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=http.timeout) as spread:
+        load = Load(spread, relay.url, tally)
+        load.start()
+        await wait_until(lambda: len(tally.acknowledged) > 0, timeout=30, what="a first 200")
+        # A clean stop: the fault under test is the relay's crash.
+        await asyncio.to_thread(broker.stop)
+        outage_starts = len(tally.acknowledged)
+
+        def every_worker_spooled() -> bool:
+            directories = {path.parent for path in spool.glob("worker-*/*.seg")}
+            return len(directories) == before and len(tally.acknowledged) > outage_starts + 400
+
+        await wait_until(every_worker_spooled, timeout=60, what=f"{before} workers spooling")
+        spooled = (await relay.metrics(http))["relay_spool_events"]
+        relay.kill()
+        # The replacement starts while Kafka is still down, as a pod rescheduled in an outage.
+        process = await relay.start(http, "--workers", str(after))
+        restarted = len(tally.acknowledged)
+        await wait_until(lambda: len(tally.acknowledged) > restarted + 100, timeout=30, what="200s")
+        await asyncio.to_thread(broker.start)
+        await load.finish()
     await relay.wait_drained(http)
     await tally.read_delivered(broker.bootstrap, relay.topic)
     tally.check()
-    assert spooled > 0 and tally.acknowledged == tally.sent
-    assert "adopted from a stopped worker" in process.stderr()
-    assert list((tmp_path / "spool").glob("worker-*/*.seg")) == []
+    assert tally.acknowledged == tally.sent
+    # Every event on the dead relay's disk was found again by the new one, whose workers claim
+    # the directories by number and adopt those no worker claimed.
+    stderr = process.stderr()
+    recovered = sum(int(n) for n in re.findall(r"recovered \d+ segments with (\d+) events", stderr))
+    assert recovered >= spooled > 0, stderr[-3000:]
+    assert ("adopted from a stopped worker" in stderr) == (after < before), stderr[-3000:]
+    assert list(spool.glob("worker-*/*.seg")) == []

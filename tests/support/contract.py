@@ -17,12 +17,13 @@ SCHEMA_IDS = {
     "event": "urn:kube-audit-relay:schema:v1:event",
     "event-record": "urn:kube-audit-relay:schema:v1:event-record",
     "dead-letter-record": "urn:kube-audit-relay:schema:v1:dead-letter-record",
+    "alert-record": "urn:kube-audit-relay:schema:v1:alert-record",
 }
 
 
 @cache
 def validator(kind: str) -> Draft202012Validator:
-    """A validator of ``kind`` (event, event-record or dead-letter-record) that resolves the
+    """A validator of ``kind`` (a key of ``SCHEMA_IDS``) that resolves the
     references between the schema documents."""
     documents = [json.loads(path.read_text()) for path in SCHEMAS.glob("*.schema.json")]
     registry: Registry[Any] = Registry().with_resources(
@@ -41,6 +42,8 @@ def as_json(record: ConsumerRecord[bytes, bytes]) -> tuple[str, dict[str, Any]]:
     if "reason" in headers:
         value: Any = record.value.decode("utf-8", errors="replace")
         return "dead-letter-record", {"key": key, "headers": headers, "value": value}
+    if "priority" in headers:  # only the alerts sink writes it (consumers.sinks.alerts)
+        return "alert-record", {"key": key, "headers": headers, "value": json.loads(record.value)}
     # The standard library reads what the grammar allows (numbers of any size, lone escapes).
     return "event-record", {"key": key, "headers": headers, "value": json.loads(record.value)}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -47,11 +48,24 @@ class LocalBroker:
         self._run("start")
 
     def stop(self) -> None:
+        self.resume()  # a stopped (SIGSTOP) JVM would not see the SIGTERM of a controlled stop
         self._run("stop")
+
+    def pause(self) -> None:
+        """SIGSTOP the broker: connections stay open and nothing answers, as in a long GC pause,
+        a frozen VM or a partition that drops packets."""
+        os.kill(self._pid(), signal.SIGSTOP)
+
+    def resume(self) -> None:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            os.kill(self._pid(), signal.SIGCONT)
+
+    def _pid(self) -> int:
+        return int((self.state_dir / "kafka.pid").read_text())
 
     def kill(self) -> None:
         """SIGKILL the broker, as a crash would."""
-        pid = int((self.state_dir / "kafka.pid").read_text())
+        pid = self._pid()
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

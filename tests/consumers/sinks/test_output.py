@@ -1,9 +1,5 @@
 from __future__ import annotations
 
-import resource
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -11,6 +7,7 @@ import pytest
 from audit_common.errors import ConfigError, SinkError
 from consumers.settings import build_settings
 from consumers.sinks.output import OutputSettings, OutputStream
+from tests.support.files import file_size_limit
 
 
 def records(count: int, size: int = 100) -> list[bytes]:
@@ -90,19 +87,6 @@ async def test_an_unwritable_file_is_a_sink_error(tmp_path: Path) -> None:
     with pytest.raises(SinkError, match="missing-dir"):
         await stream.open()
     await stream.close()
-
-
-@contextmanager
-def file_size_limit(limit: int) -> Iterator[None]:
-    """Writes past ``limit`` bytes fail with EFBIG for this process, as on a full disk."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
 
 
 async def test_a_write_that_fails_part_way_leaves_whole_records_for_the_retry(

@@ -29,7 +29,9 @@ async def test_requests_over_the_bound_get_503_and_the_rest_go_through() -> None
         delivered.append(len(records))
 
     body = event_list(corpus_events()[:20])
-    limit = inflight_limit(len(body) * 2, settings.path, settings.max_body_bytes, metrics)
+    limit = inflight_limit(
+        len(body) * 2, settings.path, settings.max_body_bytes, metrics, unanswered=lambda: 0
+    )
     # Never started: deliver stands in for it.
     publisher = KafkaPublisher(settings.publisher, RelayMetrics())
     app = build_app(settings, publisher, metrics, Lifecycle(), deliver=deliver, middlewares=[limit])
@@ -52,3 +54,30 @@ async def test_requests_over_the_bound_get_503_and_the_rest_go_through() -> None
         assert delivered == [20, 20]
         assert (await client.post(settings.path, data=body)).status == 200
         assert metrics.registry.get_sample_value("relay_request_bytes_in_flight") == 0
+
+
+async def test_bytes_held_for_answered_requests_count_against_the_bound() -> None:
+    """Records a producer still holds after their request got its 503 take from the bound."""
+    settings = RelaySettings(publisher=PublisherSettings(KafkaConnection()))
+    metrics = RelayMetrics()
+    body = event_list(corpus_events()[:20])
+    unanswered = len(body)
+
+    async def deliver(records: Sequence[OutboundRecord]) -> None:
+        pass
+
+    limit = inflight_limit(
+        len(body) * 3 // 2,
+        settings.path,
+        settings.max_body_bytes,
+        metrics,
+        unanswered=lambda: unanswered,
+    )
+    publisher = KafkaPublisher(settings.publisher, RelayMetrics())
+    app = build_app(settings, publisher, metrics, Lifecycle(), deliver=deliver, middlewares=[limit])
+    async with TestClient(TestServer(app)) as client:
+        refused = await client.post(settings.path, data=body)
+        assert refused.status == 503
+        assert "held for Kafka" in (await refused.json())["error"]
+        unanswered = 0  # the abandoned producer failed its batches
+        assert (await client.post(settings.path, data=body)).status == 200

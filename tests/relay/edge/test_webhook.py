@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 import pytest
 
+from relay.edge.app import INLINE_BODY_BYTES
 from relay.events.build import timestamp_ms
 from tests.support.corpus import corpus_events, event_list
 from tests.support.kafka import read_topic, topic_size
@@ -215,6 +216,29 @@ async def test_oversized_event_is_truncated_not_dropped(
     assert value["annotations"]["audit.k8s.io/truncated"] == "true"
     async with http.get(relay.base + "/metrics") as response:
         assert "relay_events_truncated_total 1.0" in await response.text()
+
+
+async def test_a_large_body_is_answered_and_arrives_whole(
+    start_relay: StartRelay, http: aiohttp.ClientSession
+) -> None:
+    relay = await start_relay("--max-message-bytes", "200000")
+    corpus = corpus_events()
+    items: list[object] = [
+        {**corpus[n % len(corpus)], "auditID": f"large-{n:05d}"} for n in range(1000)
+    ]
+    oversized = {**corpus[0], "auditID": "large-oversized"}
+    oversized["requestObject"] = {"blob": os.urandom(300_000).hex()}  # compressed: 300 KB
+    body = event_list([*items, oversized, "not an event"])
+    assert len(body) > INLINE_BODY_BYTES  # built in a thread, with the same code
+    status, answer = await post(http, relay.url, body)
+    assert (status, answer) == (200, {"accepted": 1001, "deadLettered": 1})
+    records = await read_topic(relay.bootstrap, relay.topic, 1001)
+    keys = sorted(record.key for record in records)
+    assert keys == sorted([f"large-{n:05d}".encode() for n in range(1000)] + [b"large-oversized"])
+    [truncated] = [record for record in records if record.key == b"large-oversized"]
+    assert "requestObject" not in orjson.loads(truncated.value)
+    [dead] = await read_topic(relay.bootstrap, relay.dead_letter_topic, 1)
+    assert dead.value == b'"not an event"'
 
 
 async def test_health_readiness_and_metrics(

@@ -6,7 +6,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 import pytest
@@ -21,7 +21,7 @@ from relay.events.records import EVENTS, OutboundRecord
 from relay.events.split import DEFAULT_API_VERSION
 from relay.kafka.publisher import KafkaPublisher, PublisherSettings
 from relay.metrics import RelayMetrics
-from tests.support.kafka import create_topic, read_topic, unique_topic
+from tests.support.kafka import LocalBroker, create_topic, read_topic, unique_topic
 from tests.support.net import wait_until
 
 pytestmark = pytest.mark.integration
@@ -207,3 +207,32 @@ async def test_a_record_the_broker_refuses_for_itself_is_dead_lettered_and_the_r
     assert b"MessageSizeTooLarge" in headers["reason"]
     assert headers["cluster"] == b"c"
     assert metrics.registry.get_sample_value("relay_events_refused_by_kafka_total") == 1
+
+
+async def test_records_of_an_answered_request_count_as_held_until_their_producer_lets_go(
+    broker_factory: Callable[[], LocalBroker],
+) -> None:
+    """A hung broker: the request fails, its records stay in the abandoned producer's batches
+    (counted in ``unanswered_bytes`` for the in-flight bound) until that producer is closed."""
+    broker = broker_factory()
+    settings = PublisherSettings(
+        connection=KafkaConnection(bootstrap=broker.bootstrap),
+        topic=unique_topic("hung"),
+        partitions=1,
+        ack_timeout=2,
+    )
+    metrics = RelayMetrics()
+    async with KafkaPublisher(settings, metrics) as publisher:
+        await wait_until(lambda: publisher.connected, timeout=30, what="producer connected")
+        await publisher.publish([record("before", "ResponseComplete", 0)])
+        broker.pause()
+        held = [record(f"held-{i}", "ResponseComplete", i) for i in range(50)]
+        with pytest.raises(KafkaUnavailable):
+            await publisher.publish(held)
+        assert publisher.unanswered_bytes == sum(r.size for r in held)
+        gauge = metrics.registry.get_sample_value("relay_kafka_unanswered_bytes")
+        assert gauge == publisher.unanswered_bytes
+        # The abandoned producer fails what it holds within its close: ack timeout + 5 s.
+        await wait_until(lambda: publisher.unanswered_bytes == 0, timeout=15, what="released")
+        assert metrics.registry.get_sample_value("relay_kafka_unanswered_bytes") == 0
+        broker.resume()

@@ -1,0 +1,283 @@
+"""``--sink alerts``: evaluate detection rules (Falco's, ``k8s_audit`` source) on every event and
+deliver each alert to a Kafka topic and/or an HTTP endpoint (Falcosidekick, any webhook).
+
+An alert is Falco's JSON output (``Alert.to_json()``). On the topic it is a record keyed by the
+rule's name, with the ``schema-version``, the event's ``cluster`` and the alert's ``priority``
+in headers (``audit_common/schemas/v1/alert-record.schema.json``); to the URL it is the body of
+one POST per alert, ``Content-Type: application/json``.
+
+Delivery: ``flush`` returns only when every alert of the written events is acknowledged by
+Kafka (acks=all) and answered 2xx by the URL, so the runner commits an event's offset only
+after its alerts are delivered; a failure raises SinkError and the runner evaluates and sends
+the batch again (at least once: an alert may arrive twice, never not at all). The URL's
+answers: 5xx, 408, 429 and connection failures are retried that way; 400, 413 and 422 refuse
+that one alert for good, and its event goes to the dead-letter topic (``EventsRefused``) while
+the rest is committed; any other answer (401, 403, 404, 3xx: a wrong URL or credentials) stops
+the consumer with ConfigError, nothing committed, as ``--sink http`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections import Counter as Tally
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import aiohttp
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter
+from yarl import URL
+
+from audit_common.errors import ConfigError, SinkError
+from audit_common.headers import CLUSTER, SCHEMA_VERSION, SCHEMA_VERSION_HEADER
+from audit_common.kafka_connection import KafkaConnection, kafka_connection_from_args
+from audit_common.options import EnvArgumentParser, positive_float, positive_int
+from consumers.events import ConsumedEvent
+from consumers.rules.options import PRIORITY_NAMES, RULES_HELP, load, priority_arg
+from consumers.rules.ruleset import Alert, RuleSet
+from consumers.sinks.alerts_event import for_rules
+from consumers.sinks.base import EventsRefused, Sink
+
+log = logging.getLogger(__name__)
+
+PRIORITY_HEADER = "priority"
+DEFAULT_TOPIC = "k8s-audit.alerts"
+# The receiver refuses this alert itself (its body); sending it again will not help.
+REFUSED_STATUSES = frozenset({400, 413, 422})
+RETRIABLE_STATUSES = frozenset({408, 429})  # and every 5xx
+
+
+@dataclass(frozen=True)
+class AlertsSettings:
+    """Where alerts go; built by ``AlertsSink.from_args``."""
+
+    topic: str | None = DEFAULT_TOPIC
+    url: str | None = field(default=None, repr=False)  # may carry credentials
+    kafka: KafkaConnection = field(default_factory=KafkaConnection)
+    client_id: str = "audit-consumer"
+    url_concurrency: int = 8
+    url_timeout: float = 10.0
+
+    @property
+    def url_target(self) -> str:
+        """The URL without credentials nor query string, for logs."""
+        return str(URL(self.url).with_user(None).with_query(None)) if self.url else "-"
+
+
+class _Refused(Exception):
+    """One alert the URL refused for good (REFUSED_STATUSES)."""
+
+
+@dataclass
+class _Pending:
+    """What the written events still wait for: each send, with the event it came from."""
+
+    sends: list[tuple[ConsumedEvent, asyncio.Future[Any]]] = field(default_factory=list)
+    alerts: Tally[tuple[str, str]] = field(default_factory=Tally)
+
+
+class AlertsSink(Sink):
+    """Evaluates ``rules`` on each event in ``write``; ``flush`` awaits every delivery."""
+
+    name = "alerts"
+
+    def __init__(self, settings: AlertsSettings, rules: RuleSet) -> None:
+        self.settings = settings
+        self.rules = rules
+        self._producer: AIOKafkaProducer | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._slots = asyncio.Semaphore(settings.url_concurrency)
+        self._pending = _Pending()
+        self._alerts_total: Counter | None = None
+
+    @classmethod
+    def add_arguments(cls, parser: EnvArgumentParser) -> None:
+        add = parser.add_option
+        add(
+            "--rules",
+            action="append",
+            metavar="FILE",
+            help="alerts sink: " + RULES_HELP,
+        )
+        add(
+            "--min-priority",
+            type=priority_arg,
+            default="debug",
+            metavar="PRIORITY",
+            help=f"alerts sink: skip rules below this priority ({', '.join(PRIORITY_NAMES)})",
+        )
+        add(
+            "--alerts-topic",
+            default=DEFAULT_TOPIC,
+            help="Kafka topic the alerts sink writes alerts to, keyed by rule; empty: none",
+        )
+        add("--no-alerts-topic", action="store_true", help="send alerts to --alerts-url only")
+        add(
+            "--alerts-url",
+            metavar="URL",
+            help="also POST each alert (Falco's JSON output) to this URL, e.g. Falcosidekick",
+        )
+        add(
+            "--alerts-url-concurrency",
+            type=positive_int,
+            default=8,
+            help="most alert POSTs in flight at once",
+        )
+        add(
+            "--alerts-url-timeout",
+            type=positive_float,
+            default=10.0,
+            help="seconds for one alert POST",
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Self:
+        """Check the flags and load the rules files. Raises ConfigError (RulesError for a
+        rules file that cannot be loaded)."""
+        topic = None if args.no_alerts_topic or not args.alerts_topic else args.alerts_topic
+        if args.alerts_url:
+            url = URL(args.alerts_url)
+            if url.scheme not in ("http", "https") or not url.host:
+                raise ConfigError(
+                    f"--alerts-url must be an http:// or https:// URL, got {url.scheme}:"
+                )
+        if topic is None and not args.alerts_url:
+            raise ConfigError("the alerts sink needs --alerts-topic, --alerts-url or both")
+        settings = AlertsSettings(
+            topic=topic,
+            url=args.alerts_url or None,
+            kafka=kafka_connection_from_args(args),
+            client_id=args.client_id,
+            url_concurrency=args.alerts_url_concurrency,
+            url_timeout=args.alerts_url_timeout,
+        )
+        return cls(settings, load(args.rules, args.min_priority))
+
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        self._alerts_total = Counter(
+            "audit_consumer_alerts",
+            "Alerts raised by the rules, counted when their batch is flushed",
+            ["rule", "priority"],
+            registry=registry,
+        )
+
+    async def open(self) -> None:
+        if self.settings.topic is not None and self._producer is None:
+            producer = AIOKafkaProducer(
+                client_id=self.settings.client_id,
+                acks="all",
+                enable_idempotence=True,
+                **self.settings.kafka.client_kwargs(),
+            )
+            try:
+                await producer.start()
+            except KafkaError as exc:
+                await producer.stop()
+                raise SinkError(f"cannot connect the alerts producer to Kafka: {exc}") from exc
+            self._producer = producer
+        if self.settings.url is not None and self._session is None:
+            connector = aiohttp.TCPConnector(limit=self.settings.url_concurrency)
+            timeout = aiohttp.ClientTimeout(total=self.settings.url_timeout)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        log.info(
+            "alerts to topic %s and URL %s",
+            self.settings.topic or "-",
+            self.settings.url_target,
+        )
+
+    async def write(self, events: Sequence[ConsumedEvent]) -> None:
+        try:
+            for event in events:
+                for alert in self.rules.evaluate(for_rules(event)):
+                    await self._send(event, alert)
+        except BaseException:
+            self._abandon()
+            raise
+
+    async def _send(self, event: ConsumedEvent, alert: Alert) -> None:
+        body = alert.to_json()
+        sends = self._pending.sends
+        if self._producer is not None:
+            headers = [(SCHEMA_VERSION_HEADER, SCHEMA_VERSION)]
+            if event.cluster is not None:
+                headers.append((CLUSTER, event.cluster.encode()))
+            headers.append((PRIORITY_HEADER, alert.priority.label.encode()))
+            assert self.settings.topic is not None
+            try:
+                sent = await self._producer.send(
+                    self.settings.topic, body, key=alert.rule.encode(), headers=headers
+                )
+            except KafkaError as exc:
+                raise SinkError(f"cannot send an alert to {self.settings.topic}: {exc}") from exc
+            sends.append((event, sent))
+        if self._session is not None:
+            sends.append((event, asyncio.ensure_future(self._post(body))))
+        self._pending.alerts[alert.rule, alert.priority.label] += 1
+
+    async def _post(self, body: bytes) -> None:
+        assert self._session is not None and self.settings.url is not None
+        target = self.settings.url_target
+        async with self._slots:
+            try:
+                async with self._session.post(
+                    self.settings.url,
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    allow_redirects=False,
+                ) as response:
+                    answer = await response.read()
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                reason = str(exc) or type(exc).__name__
+                raise SinkError(f"cannot POST an alert to {target}: {reason}") from exc
+        status = response.status
+        if 200 <= status < 300:
+            return
+        message = f"{target} answered {status}: {answer[:300].decode('utf-8', 'replace').strip()}"
+        if status in RETRIABLE_STATUSES or status >= 500:
+            raise SinkError(message)
+        if status in REFUSED_STATUSES:
+            raise _Refused(message)
+        raise ConfigError(message)
+
+    async def flush(self) -> None:
+        """Wait for every send of the written events. Raises SinkError when one failed (the
+        runner sends the batch again), EventsRefused when the URL refused some alerts for good,
+        ConfigError when it refuses them all (credentials, URL)."""
+        pending, self._pending = self._pending, _Pending()
+        results = await asyncio.gather(*(sent for _, sent in pending.sends), return_exceptions=True)
+        refused: dict[int, tuple[ConsumedEvent, str]] = {}
+        for (event, _), result in zip(pending.sends, results, strict=True):
+            if isinstance(result, KafkaError):
+                raise SinkError(f"Kafka did not take an alert: {result}") from result
+            if isinstance(result, _Refused):
+                refused.setdefault(id(event), (event, f"alert refused: {result}"))
+            elif isinstance(result, BaseException):
+                raise result
+        if self._alerts_total is not None:
+            for (rule, priority), count in pending.alerts.items():
+                self._alerts_total.labels(rule, priority).inc(count)
+        log.debug("delivered %d alerts", sum(pending.alerts.values()))
+        if refused:
+            raise EventsRefused(list(refused.values()))
+
+    def _abandon(self) -> None:
+        """Drop the sends of a failed batch: the runner writes the whole batch again."""
+        pending, self._pending = self._pending, _Pending()
+        for _, sent in pending.sends:
+            if sent.done() and not sent.cancelled():
+                sent.exception()  # retrieved and dropped: the batch is sent again whole
+            else:
+                sent.cancel()
+
+    async def close(self) -> None:
+        self._abandon()
+        producer, self._producer = self._producer, None
+        session, self._session = self._session, None
+        if producer is not None:
+            await producer.stop()
+        if session is not None:
+            await session.close()
