@@ -60,8 +60,10 @@ class ClusterStats:
         now = time.time()
         stamps = (parse_timestamp(event.stage_timestamp) for event in events)
         # A sender's clock ahead of ours would make a latency negative, and the sum decrease.
-        latencies = (max(0.0, now - stamp.timestamp()) for stamp in stamps if stamp is not None)
-        self._metrics.event_latency.observe_many(latencies)
+        observe = self._metrics.event_latency.observe
+        for stamp in stamps:
+            if stamp is not None:
+                observe(max(0.0, now - stamp.timestamp()))
 
     def _label(self, cluster: str | None) -> str:
         label = self._labels.get(cluster)

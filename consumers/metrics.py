@@ -9,7 +9,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from audit_common.errors import ConfigError
 from audit_common.resource import AsyncResource
-from consumers.batch_histogram import BatchHistogram
 from consumers.health import Health
 
 log = logging.getLogger(__name__)
@@ -86,7 +85,7 @@ class ConsumerMetrics:
             ["cluster"],
             registry=registry,
         )
-        self.event_latency = BatchHistogram(
+        self.event_latency = Histogram(
             "audit_consumer_event_latency_seconds",
             "From an event's stageTimestamp to its sink's flush returning, per event written",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),

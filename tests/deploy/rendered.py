@@ -16,7 +16,6 @@ COMBINATIONS = tuple(
         (),
         ("sink-postgres",),
         ("sink-http",),
-        ("sink-alerts",),
         ("sink-postgres", "sink-http", "sink-alerts"),
     )
 )

@@ -17,7 +17,7 @@ from tests.support.processes import ProcessFactory
 pytestmark = pytest.mark.integration
 
 BOUND = 256 << 10  # --max-inflight-bytes: a few of the load's batches (about 20 KB each)
-OUTAGE_S = 30
+OUTAGE_S = 20
 # Admission counts a request's body; once answered, its records are counted instead, and they
 # weigh a little more than the body (headers per record): up to this much over the bound.
 RECORD_OVERHEAD = 1.25
