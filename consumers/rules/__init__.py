@@ -12,4 +12,6 @@
 - ``output``: a rule's ``output`` template, formatted as Falco's JSON output formats it.
 - ``model``: ``Priority``, ``Rule`` and ``Alert`` (Falco's JSON output format).
 - ``ruleset``: ``load_rules(paths)`` -> ``RuleSet``; ``RuleSet.evaluate(event)`` -> alerts.
+- ``options``: the flags ``rules test`` and ``--sink alerts`` share (``--rules``,
+  ``--min-priority``); ``command``: ``audit-consumer rules test``.
 """
