@@ -49,6 +49,7 @@ from audit_common.errors import KafkaUnavailable
 from audit_common.kafka_connection import KafkaConnection
 from audit_common.resource import AsyncResource
 from relay.events.records import DEAD_LETTER, EVENTS, OutboundRecord
+from relay.kafka.give_up import close_given_up
 from relay.kafka.outage import OutageLog
 from relay.kafka.partition_batches import PartitionBatches
 from relay.kafka.refusals import refusal_record, refused_for_itself
@@ -333,25 +334,10 @@ class KafkaPublisher(AsyncResource):
         self._connect_soon()
 
     async def _close(self, current: _Producer) -> None:
-        """Fail what ``current`` still holds and close it; bounded by the ack timeout."""
-        # aiokafka has no public way to give up batches: an idempotent producer's stop() waits
-        # for them without end. So: stop its sender (which lets the produce requests in flight
-        # finish, within the request timeout), fail every batch left, which settles the
-        # requests waiting on them, and only then stop it.
-        producer = current.producer
+        """Fail what ``current`` still holds and close it; bounded by the ack timeout + 5 s."""
         try:
-            async with asyncio.timeout(self.settings.ack_timeout + 5):
-                await producer._sender.close()
-                accumulator = producer._message_accumulator
-                # A batch sent and put back for a retry still has the callback that takes it out
-                # of the in-flight set once it is done: put it there, or that callback raises.
-                unsent = [batch for batches in accumulator._batches.values() for batch in batches]
-                accumulator._pending_batches.update(unsent)
-                accumulator.fail_all(KafkaError("the producer was replaced"))
-                for batch in unsent:  # retrieve the error its drain waiter got, or asyncio logs it
-                    with contextlib.suppress(KafkaError):
-                        await batch.wait_drain(0)
-                await producer.stop()
+            async with asyncio.timeout(self.settings.ack_timeout + _CLOSE_MARGIN_S):
+                await close_given_up(current.producer)
         except TimeoutError:
             log.error("kafka producer %d did not close in time; abandoned", current.number)
 
