@@ -35,6 +35,7 @@ from yarl import URL
 from audit_common.errors import ConfigError, SinkError
 from audit_common.headers import CLUSTER, SCHEMA_VERSION, SCHEMA_VERSION_HEADER
 from audit_common.kafka_connection import KafkaConnection, kafka_connection_from_args
+from audit_common.kafka_give_up import close_given_up
 from audit_common.options import EnvArgumentParser, positive_float, positive_int
 from consumers.events import ConsumedEvent
 from consumers.rules.options import PRIORITY_NAMES, RULES_HELP, load, priority_arg
@@ -49,6 +50,8 @@ DEFAULT_TOPIC = "k8s-audit.alerts"
 # The receiver refuses this alert itself (its body); sending it again will not help.
 REFUSED_STATUSES = frozenset({400, 413, 422})
 RETRIABLE_STATUSES = frozenset({408, 429})  # and every 5xx
+# How long closing a producer that failed a batch may take (its last requests in flight).
+_GIVE_UP_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -166,19 +169,7 @@ class AlertsSink(Sink):
         )
 
     async def open(self) -> None:
-        if self.settings.topic is not None and self._producer is None:
-            producer = AIOKafkaProducer(
-                client_id=self.settings.client_id,
-                acks="all",
-                enable_idempotence=True,
-                **self.settings.kafka.client_kwargs(),
-            )
-            try:
-                await producer.start()
-            except KafkaError as exc:
-                await producer.stop()
-                raise SinkError(f"cannot connect the alerts producer to Kafka: {exc}") from exc
-            self._producer = producer
+        await self._start_producer()
         if self.settings.url is not None and self._session is None:
             connector = aiohttp.TCPConnector(limit=self.settings.url_concurrency)
             timeout = aiohttp.ClientTimeout(total=self.settings.url_timeout)
@@ -189,7 +180,37 @@ class AlertsSink(Sink):
             self.settings.url_target,
         )
 
+    async def _start_producer(self) -> None:
+        """Connect the producer of the alerts topic, if there is one and none is in place."""
+        if self.settings.topic is None or self._producer is not None:
+            return
+        producer = AIOKafkaProducer(
+            client_id=self.settings.client_id,
+            acks="all",
+            enable_idempotence=True,
+            **self.settings.kafka.client_kwargs(),
+        )
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise SinkError(f"cannot connect the alerts producer to Kafka: {exc}") from exc
+        self._producer = producer
+
+    async def _give_up_producer(self) -> None:
+        """Close a producer that failed a batch (``audit_common.kafka_give_up`` says why it
+        cannot be used again); the next write connects a new one."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            async with asyncio.timeout(_GIVE_UP_S):
+                await close_given_up(producer)
+        except TimeoutError:
+            log.error("the alerts producer did not close within %g s; abandoned", _GIVE_UP_S)
+
     async def write(self, events: Sequence[ConsumedEvent]) -> None:
+        await self._start_producer()  # again after a failure gave the last one up
         try:
             for event in events:
                 for alert in self.rules.evaluate(for_rules(event)):
@@ -252,6 +273,7 @@ class AlertsSink(Sink):
         refused: dict[int, tuple[ConsumedEvent, str]] = {}
         for (event, _), result in zip(pending.sends, results, strict=True):
             if isinstance(result, KafkaError):
+                await self._give_up_producer()
                 raise SinkError(f"Kafka did not take an alert: {result}") from result
             if isinstance(result, _Refused):
                 refused.setdefault(id(event), (event, f"alert refused: {result}"))

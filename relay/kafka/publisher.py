@@ -47,9 +47,9 @@ from aiokafka.errors import KafkaError
 
 from audit_common.errors import KafkaUnavailable
 from audit_common.kafka_connection import KafkaConnection
+from audit_common.kafka_give_up import close_given_up
 from audit_common.resource import AsyncResource
 from relay.events.records import DEAD_LETTER, EVENTS, OutboundRecord
-from relay.kafka.give_up import close_given_up
 from relay.kafka.outage import OutageLog
 from relay.kafka.partition_batches import PartitionBatches
 from relay.kafka.refusals import refusal_record, refused_for_itself

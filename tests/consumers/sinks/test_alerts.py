@@ -10,6 +10,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import CollectorRegistry
 
 from audit_common.errors import ConfigError, RulesError, SinkError
@@ -20,7 +22,7 @@ from consumers.sinks.alerts import AlertsSink
 from consumers.sinks.base import EventsRefused
 from tests.consumers.http_receiver import Answer, Received, Receiver
 from tests.support.corpus import corpus_file_events
-from tests.support.kafka import REPO
+from tests.support.kafka import REPO, create_topic, read_topic, unique_topic
 from tests.support.net import unused_port
 
 
@@ -168,3 +170,34 @@ async def test_kafka_out_of_reach_fails_the_open_which_the_runner_retries() -> N
             await sink.open()
     finally:
         await sink.close()
+
+
+@pytest.mark.integration
+async def test_a_batch_kafka_refused_fails_the_flush_and_the_retry_delivers(
+    kafka_bootstrap: str,
+) -> None:
+    """The runner writes a failed batch again: it must reach Kafka once Kafka takes it (the
+    sink sends it on a new producer, as the relay does after a failed batch)."""
+    topic = unique_topic("alerts")
+    # Every record stamped before the broker's clock is refused: all of them, until changed.
+    await create_topic(kafka_bootstrap, topic, config={"message.timestamp.before.max.ms": "0"})
+    sink = alerts_sink("--kafka-bootstrap", kafka_bootstrap, "--alerts-topic", topic)
+    events = consumed(SHELLS)
+    await sink.open()
+    try:
+        await sink.write(events)
+        with pytest.raises(SinkError, match="Kafka did not take an alert"):
+            await sink.flush()
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            limit = {"message.timestamp.before.max.ms": str(2**63 - 1)}
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, limit)])
+        finally:
+            await admin.close()
+        await sink.write(events)  # what the runner does: the same batch again
+        await sink.flush()
+    finally:
+        await sink.close()
+    delivered = await read_topic(kafka_bootstrap, topic, 2)
+    assert sorted(record.key for record in delivered) == [b"Shell Into Pod"] * 2
