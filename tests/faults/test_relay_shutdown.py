@@ -82,8 +82,15 @@ async def test_sigterm_with_kafka_down_exits_in_time_and_loses_nothing_acknowled
     else:
         await asyncio.to_thread(broker.start)
     if spool:
-        # The replacement on the same volume delivers what the stopped relay kept.
+        # The replacement on the same volume delivers what the stopped relay kept (its spool
+        # metrics count another worker's directory only once a replay pass adopted it).
         replacement = await relay.start(http)
+
+        async def all_delivered() -> bool:
+            await tally.read_delivered(broker.bootstrap, relay.topic)
+            return tally.acknowledged <= tally.delivered.keys()
+
+        await wait_until(all_delivered, timeout=60, interval=1, what="the spool replayed")
         await relay.wait_drained(http)
         code = await asyncio.to_thread(wait_for_exit_or_fail, replacement, signal.SIGTERM, 30)
         assert code == exit_status.DELIVERED, replacement.stderr()[-3000:]
