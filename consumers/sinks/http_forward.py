@@ -79,7 +79,7 @@ class HttpForwardSink(Sink):
     """Buffers on ``write``; ``flush`` sends the buffer as one POST and returns after a 2xx.
 
     A failed flush drops the buffer: the runner writes the same batch again. Elasticsearch
-    documents get ids made from the event's key, so a batch sent twice is stored once.
+    documents get ids made from the event's digest, so a batch sent twice is stored once.
     """
 
     name = "http"
