@@ -150,6 +150,9 @@ class AlertsSink(Sink):
                 )
         if topic is None and not args.alerts_url:
             raise ConfigError("the alerts sink needs --alerts-topic, --alerts-url or both")
+        if topic in (args.topic, args.dead_letter_topic):
+            # Alerts on the events topic would be consumed as events, and alert on themselves.
+            raise ConfigError(f"--alerts-topic {topic} is the topic of events or dead letters")
         settings = AlertsSettings(
             topic=topic,
             url=args.alerts_url or None,

@@ -126,6 +126,13 @@ class HttpForwardSink(Sink):
             raise ConfigError(f"--http-url must be an http:// or https:// URL, got {url.scheme}:")
         if args.http_token_file and args.http_basic_user:
             raise ConfigError("--http-token-file and --http-basic-user exclude each other")
+        if url.user is not None and (args.http_token_file or args.http_basic_user):
+            # aiohttp would refuse the POST (two Authorization sources) mid-run.
+            given = "--http-token-file" if args.http_token_file else "--http-basic-user"
+            raise ConfigError(
+                f"--http-url carries credentials (user@host) and {given} gives others: "
+                "keep one (the file keeps the secret out of the URL)"
+            )
         if (args.http_cert_file is None) != (args.http_key_file is None):
             raise ConfigError("--http-cert-file and --http-key-file go together")
         authorization = None
@@ -139,7 +146,7 @@ class HttpForwardSink(Sink):
             password = read_secret_file(args.http_basic_password_file, "--http-basic-password-file")
             credentials = f"{args.http_basic_user}:{password}".encode()
             authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
-        return cls(
+        sink = cls(
             HttpSettings(
                 url=args.http_url,
                 format=args.http_format,
@@ -153,6 +160,8 @@ class HttpForwardSink(Sink):
                 authorization=authorization,
             )
         )
+        sink._ssl_context()  # TLS files that cannot be loaded stop the start, not the first POST
+        return sink
 
     def _ssl_context(self) -> ssl.SSLContext:
         try:

@@ -49,12 +49,19 @@ def add_output_arguments(parser: EnvArgumentParser) -> None:
 
 
 def output_from_args(args: argparse.Namespace) -> OutputSettings:
-    """Raises ConfigError when rotation is asked for without a file."""
+    """Raises ConfigError when rotation is asked for without a file, or when ``--output`` names
+    a directory or a file in a directory that does not exist: found at start, before the
+    consumer joins its group, not as a sink failure retried without end."""
     path = Path(args.output) if args.output and args.output != "-" else None
     if args.rotate_bytes is not None and path is None:
         raise ConfigError("--rotate-bytes needs --output FILE: stdout cannot be rotated")
     if args.keep < 0:
         raise ConfigError(f"--keep must be 0 or more, got {args.keep}")
+    if path is not None:
+        if path.is_dir():
+            raise ConfigError(f"--output {path} is a directory; name a file in it")
+        if not path.parent.is_dir():
+            raise ConfigError(f"--output {path}: directory {path.parent} does not exist")
     return OutputSettings(path, args.rotate_bytes, args.keep)
 
 
