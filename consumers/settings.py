@@ -7,6 +7,7 @@ its own flags (``Sink.add_arguments``) and builds itself from them (``Sink.from_
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +23,15 @@ from consumers.sinks import SINKS, Sink
 from consumers.sinks.output import add_output_arguments
 
 ENV_PREFIX = "AUDIT_CONSUMER"
+USAGE = """audit-consumer --sink NAME [flags]
+       audit-consumer query [flags]                   (audit-consumer query --help)
+       audit-consumer rules test [flags] EVENTS_FILE  (audit-consumer rules test --help)"""
+SUBCOMMANDS = """subcommands:
+  query        who did what to which object, when: read the store of --sink postgres
+  rules test   evaluate detection rules (Falco's language) on files of audit events
+"""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,8 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
             "sink. Offsets are committed only after the sink has durably written a batch "
             "(at least once); run one replica per partition at most."
         ),
+        usage=USAGE,
+        epilog=SUBCOMMANDS,
         env_prefix=ENV_PREFIX,
         environ=environ,
     )
@@ -162,7 +174,17 @@ def build_settings(
     """
     args: argparse.Namespace = build_parser(environ).parse_args(argv)
     if args.sink is None:
-        raise ConfigError(f"--sink is required: one of {', '.join(sorted(SINKS))}")
+        raise ConfigError(
+            f"--sink is required: one of {', '.join(sorted(SINKS))}; or a subcommand: query, "
+            "rules test (audit-consumer --help)"
+        )
+    if (args.include or args.exclude) and args.group is None:
+        log.warning(
+            "filters under the default group audit-%s: this run commits that group's offsets, "
+            "and the events it filters out are skipped for the group too; try filters with "
+            "--group NAME (a group of their own)",
+            args.sink,
+        )
     if args.dedupe_window < 0:
         raise ConfigError(f"--dedupe-window must be 0 or more, got {args.dedupe_window}")
     if args.retry_backoff_max < args.retry_backoff:
