@@ -177,16 +177,10 @@ def build_sql(settings: QuerySettings) -> tuple[str, list[Any]]:
     return sql, values
 
 
-async def fetch(settings: QuerySettings) -> list[asyncpg.Record]:
-    """The newest ``settings.limit`` matching rows (all for 0). Raises SinkError (store
-    unreachable) or ConfigError."""
-    records, _ = await fetch_and_count_cut(settings)
-    return records
-
-
-async def fetch_and_count_cut(settings: QuerySettings) -> tuple[list[asyncpg.Record], bool]:
-    """Run the query: the rows, and whether more matched than ``--limit`` let through. Called
-    by ``run_query`` (which says so on stderr) and ``fetch``. Raises as ``fetch`` does."""
+async def fetch(settings: QuerySettings) -> tuple[list[asyncpg.Record], bool]:
+    """Run the query: the newest ``settings.limit`` matching rows (all for 0), and whether more
+    matched than ``--limit`` let through. Called by ``run_query``, which says so on stderr.
+    Raises SinkError (store unreachable) or ConfigError."""
     sql, values = build_sql(settings)
     connection = await settings.connection.connect()
     try:
@@ -242,7 +236,7 @@ def run_query(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     args = build_parser(environ).parse_args(argv)
     try:
         settings = settings_from_args(args, datetime.now(UTC))
-        records, cut = asyncio.run(fetch_and_count_cut(settings))
+        records, cut = asyncio.run(fetch(settings))
     except AuditRelayError as exc:
         print(f"audit-consumer query: error: {exc}", file=sys.stderr)
         return 1 if exc.retriable else 2
