@@ -24,7 +24,8 @@ from audit_common.errors import (
 from relay.edge.auth import CLUSTER
 from relay.edge.body import read_body
 from relay.edge.offload import Offload
-from relay.events.build import Batch, EventTransform, MayTransform, build_batch, dead_letter
+from relay.events.build import Batch, EventTransform, MayTransform, build_batch
+from relay.events.dead_letters import dead_letter
 from relay.events.records import OutboundRecord
 from relay.events.split import split
 from relay.kafka.publisher import KafkaPublisher
@@ -137,7 +138,11 @@ class WebhookHandler:
             items, api_version = split(body)
         except BadRequest as exc:
             # Keep what was sent, so that a sender's bug loses nothing; 503 if even that fails.
-            return 0, Batch([dead_letter(body, str(exc), cluster, limit)], dead_lettered=1), exc
+            # While redaction is on, only what identifies it: the redactor read none of it, and
+            # a batch holding a Secret's creation would put its values on the dead-letter topic.
+            withhold = self.settings.redaction.enabled
+            letter = dead_letter(body, str(exc), cluster, limit, withhold=withhold)
+            return 0, Batch([letter], dead_lettered=1), exc
         batch = build_batch(
             items,
             api_version,
