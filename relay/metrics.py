@@ -127,6 +127,12 @@ class RelayMetrics:
             "that arrived together (group commit)",
             registry=registry,
         )
+        self.spool_corrupt_bytes = Counter(
+            "relay_spool_corrupt_bytes",
+            "Damaged bytes of spool segments skipped (a frame whose length or checksum is wrong); "
+            "the frames around them are replayed",
+            registry=registry,
+        )
         self.spool_bytes = Gauge(
             "relay_spool_bytes",
             "Bytes held by the disk spool",
