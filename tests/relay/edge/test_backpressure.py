@@ -1,4 +1,5 @@
-"""The in-flight bound: past it, 503 with Retry-After before the body is read."""
+"""The in-flight bound: past it, 503 with Retry-After before the body is read or its records
+built; 413 for a request whose records alone are over it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from audit_common.kafka_connection import KafkaConnection
 from relay.edge.app import Lifecycle, build_app
-from relay.edge.backpressure import inflight_limit
+from relay.edge.backpressure import RECORD_BYTES, inflight_limit
 from relay.events.records import OutboundRecord
 from relay.kafka.publisher import KafkaPublisher, PublisherSettings
 from relay.metrics import RelayMetrics
@@ -29,8 +30,9 @@ async def test_requests_over_the_bound_get_503_and_the_rest_go_through() -> None
         delivered.append(len(records))
 
     body = event_list(corpus_events()[:20])
+    held_each = len(body) + 20 * RECORD_BYTES  # its body, and what its 20 records cost beyond
     limit = inflight_limit(
-        len(body) * 2, settings.path, settings.max_body_bytes, metrics, unanswered=lambda: 0
+        held_each * 2, settings.path, settings.max_body_bytes, metrics, unanswered=lambda: 0
     )
     # Never started: deliver stands in for it.
     publisher = KafkaPublisher(settings.publisher, RelayMetrics())
@@ -39,7 +41,7 @@ async def test_requests_over_the_bound_get_503_and_the_rest_go_through() -> None
         held = [asyncio.create_task(client.post(settings.path, data=body)) for _ in range(2)]
         await wait_until(
             lambda: (
-                metrics.registry.get_sample_value("relay_request_bytes_in_flight") == 2 * len(body)
+                metrics.registry.get_sample_value("relay_request_bytes_in_flight") == 2 * held_each
             ),
             timeout=5,
             what="two requests in flight",
@@ -81,3 +83,48 @@ async def test_bytes_held_for_answered_requests_count_against_the_bound() -> Non
         assert "held for Kafka" in (await refused.json())["error"]
         unanswered = 0  # the abandoned producer failed its batches
         assert (await client.post(settings.path, data=body)).status == 200
+
+
+async def test_the_records_a_request_builds_count_against_the_bound() -> None:
+    settings = RelaySettings(publisher=PublisherSettings(KafkaConnection()))
+    metrics = RelayMetrics()
+    release = asyncio.Event()
+    delivered: list[int] = []
+
+    async def deliver(records: Sequence[OutboundRecord]) -> None:
+        await release.wait()
+        delivered.append(len(records))
+
+    events = event_list(corpus_events()[:20])
+    tiny = b'{"kind":"EventList","items":[' + b",".join([b"1"] * 300) + b"]}"
+    bound = len(events) + 20 * RECORD_BYTES + len(tiny) + 300 * RECORD_BYTES - 1
+    limit = inflight_limit(bound, settings.path, 1 << 20, metrics, unanswered=lambda: 0)
+    publisher = KafkaPublisher(settings.publisher, RelayMetrics())
+    app = build_app(settings, publisher, metrics, Lifecycle(), deliver=deliver, middlewares=[limit])
+    async with TestClient(TestServer(app)) as client:
+        first = asyncio.create_task(client.post(settings.path, data=events))
+        await wait_until(
+            lambda: (
+                metrics.registry.get_sample_value("relay_request_bytes_in_flight")
+                == len(events) + 20 * RECORD_BYTES
+            ),
+            timeout=5,
+            what="the first request's records held",
+        )
+        # Its body fits beside the first one; the 300 records it would build do not.
+        refused = await client.post(settings.path, data=tiny)
+        assert refused.status == 503 and refused.headers["Retry-After"].isdigit()
+        assert "records of this request" in (await refused.json())["error"]
+        release.set()
+        assert (await first).status == 200
+        # Alone, it is admitted: its records are within the bound.
+        answer = await client.post(settings.path, data=tiny)
+        assert (answer.status, await answer.json()) == (200, {"accepted": 0, "deadLettered": 300})
+        assert delivered == [20, 300]
+        # Records that alone are over the bound never fit: 413, and nothing built or delivered.
+        many = b'{"kind":"EventList","items":[' + b",".join([b"1"] * 2000) + b"]}"
+        too_many = await client.post(settings.path, data=many)
+        assert too_many.status == 413
+        assert "--max-inflight-bytes" in (await too_many.json())["error"]
+        assert delivered == [20, 300]
+        assert metrics.registry.get_sample_value("relay_request_bytes_in_flight") == 0
