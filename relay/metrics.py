@@ -159,7 +159,8 @@ class RelayMetrics:
         )
         self.bytes_in_flight = Gauge(
             "relay_request_bytes_in_flight",
-            "Request bytes held by webhook requests being handled",
+            "Bytes held by webhook requests being handled: their bodies and the records built of "
+            "them (--max-inflight-bytes)",
             multiprocess_mode="livesum",
             registry=registry,
         )

@@ -18,9 +18,9 @@ from audit_common.headers import (
     SCHEMA_VERSION_HEADER,
 )
 from relay.events import raw_fields
+from relay.events.clearance import clear
 from relay.events.dead_letters import dead_letter
 from relay.events.records import EVENTS, OutboundRecord
-from relay.events.redact import clear
 from relay.events.split import API_VERSIONS
 
 REQUIRED_STRINGS = ("auditID", "stage", "verb", "level", "requestURI", "stageTimestamp")

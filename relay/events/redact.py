@@ -20,9 +20,9 @@ Where secrets are looked for, in ``requestObject`` and ``responseObject``:
 - any body of a redacted resource that is neither an object nor an array (a raw body the
   apiserver could not decode) is replaced as a whole.
 
-What the redactor cannot read it cannot clear: ``clear``, which the item builder calls for each
-item it parses, says so, and the builder then withholds the item's bytes from the dead letter it
-makes of it (``relay.events.dead_letters``) rather than publish them.
+What the redactor cannot read it cannot clear: ``relay.events.clearance.clear``, which the item
+builder calls for each item it parses, says so, and the builder then withholds the item's bytes
+from the dead letter it makes of it (``relay.events.dead_letters``) rather than publish them.
 """
 
 from __future__ import annotations
@@ -32,14 +32,12 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from msgspec import Raw
 
-from audit_common import json_text
 from audit_common.errors import ConfigError
 from audit_common.options import EnvArgumentParser
 from audit_common.secrets import read_secret_file
@@ -118,45 +116,6 @@ def redaction_settings_from_args(args: Any) -> RedactionSettings:
             "comparable across restarts of the relay"
         )
     return RedactionSettings(enabled=True, resources=frozenset(resources), hmac_key=key)
-
-
-@dataclass(frozen=True, slots=True)
-class Cleared:
-    """What ``clear`` made of one item: the item parsed and, with a transform, redacted in place
-    (``changed`` when anything was); or, when nothing could read it, why, and whether its bytes
-    must be withheld from its dead letter (``withhold``: redaction is on)."""
-
-    item: Any = None
-    changed: bool = False
-    unreadable: str | None = None
-    withhold: bool = False
-
-
-def clear(item: Any, transform: Callable[[dict[str, Any]], bool] | None) -> Cleared:
-    """Parse ``item`` when it is raw bytes (``msgspec.Raw`` or ``bytes``, by orjson, or, for
-    valid JSON it refuses, by ``json_text``), then apply ``transform`` (``Redactor.redact`` while
-    redaction is on, None when off) to it if it is an object.
-
-    The one call ``relay.events.build`` makes for each item it does not pass through. Never
-    raises: bytes nothing can read (not JSON, not UTF-8, nested deeper than the parsers go)
-    give ``unreadable``, with ``withhold`` set when a ``transform`` was given, since what the
-    redactor cannot read may hold a Secret anywhere.
-    """
-    if isinstance(item, bytes | Raw):
-        try:
-            item = _parse(bytes(item))
-        except (ValueError, RecursionError) as exc:
-            reason = "nested too deeply to read" if isinstance(exc, RecursionError) else str(exc)
-            return Cleared(unreadable=f"item is unreadable: {reason}", withhold=bool(transform))
-    changed = transform is not None and isinstance(item, dict) and transform(item)
-    return Cleared(item, changed)
-
-
-def _parse(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json_text.loads(raw)
 
 
 class Redactor:
@@ -304,10 +263,11 @@ class Redactor:
         custom resource may embed a Secret's template), when its text may hold one."""
         metadata = obj.get("metadata")
         annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
-        text = annotations.get(LAST_APPLIED) if isinstance(annotations, dict) else None
+        if not isinstance(annotations, dict):
+            return False
+        text = annotations.get(LAST_APPLIED)
         if not isinstance(text, str) or not _may_hold_secret(text.encode("utf-8", "replace")):
             return False
-        assert isinstance(annotations, dict)
         return self._last_applied(annotations, LAST_APPLIED, as_secret=False)
 
     def _last_applied(self, holder: dict[str, Any], name: str, *, as_secret: bool = True) -> bool:

@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 
 from audit_common.errors import ConfigError
 from audit_common.options import EnvArgumentParser
+from relay.events.clearance import clear
 from relay.events.redact import (
     LAST_APPLIED,
     MARKER_PREFIX,
     REDACTED_ANNOTATION,
     Redactor,
     add_redaction_arguments,
-    clear,
     redaction_settings_from_args,
 )
 from tests.support.corpus import corpus_events, corpus_file_events
