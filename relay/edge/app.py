@@ -42,7 +42,7 @@ RETRY_AFTER_SECONDS = "5"
 INLINE_BODY_BYTES = 256 * 1024
 
 
-def _hold_nothing(count: int) -> None:
+def _hold_nothing(count: int, value_bytes: int) -> None:
     """Where no in-flight bound is installed (an app built for a test)."""
 
 
@@ -131,7 +131,7 @@ class WebhookHandler:
         return web.json_response({"accepted": batch.accepted, "deadLettered": batch.dead_lettered})
 
     def records(
-        self, chunks: list[bytes], cluster: str, hold: Callable[[int], None]
+        self, chunks: list[bytes], cluster: str, hold: Callable[[int, int], None]
     ) -> tuple[int, Batch, BadRequest | None]:
         """The number of items in the body of ``chunks`` and the records built of them; or, for
         a body that is no EventList or Event, the dead letter keeping it and why it is none.
@@ -139,9 +139,9 @@ class WebhookHandler:
         Called by ``receive``, on the event loop for a small body and in an ``Offload`` thread
         for a large one: it touches nothing of the loop's (``publisher.fits`` only compresses,
         the redactor keeps no state, ``hold`` takes a lock). Empties ``chunks``, so that the
-        body is held only once. ``hold`` counts the records before they are built in the
-        in-flight bound (``relay.edge.backpressure``), and raises PayloadTooLarge or Overloaded
-        when they do not fit.
+        body is held only once. ``hold`` counts the records before they are built (their number
+        and the bytes their values copy) in the in-flight bound (``relay.edge.backpressure``),
+        and raises PayloadTooLarge or Overloaded when they do not fit.
         """
         body = b"".join(chunks)
         chunks.clear()
@@ -155,7 +155,7 @@ class WebhookHandler:
             withhold = self.settings.redaction.enabled
             letter = dead_letter(body, str(exc), cluster, limit, withhold=withhold)
             return 0, Batch([letter], dead_lettered=1), exc
-        hold(len(items))
+        hold(len(items), len(body))
         batch = build_batch(
             items,
             api_version,

@@ -4,11 +4,11 @@ Checked twice per request. Before the body is read, from ``Content-Length``, so 
 batches is turned away with 503 and ``Retry-After`` (the apiserver re-posts them) instead of
 growing memory without limit; a body of unknown decoded size (chunked, or compressed) counts as
 the largest allowed body. Then, once the body is split and before its records are built, the
-records it will make are added: their values are about the body's bytes, already counted, but
-each record also costs a fixed ``RECORD_BYTES`` of Python objects, which for tiny items is most
-of it (a body of a million one-byte items once built 418 MB of records). A request whose records
-alone would exceed the bound is refused with 413, since it can never fit; one that fits alone
-but not beside the others, with 503.
+records it will make are added: their values copy about the body's bytes, and each record also
+costs a fixed ``RECORD_BYTES`` of Python objects, which for tiny items is most of it (a body of a
+million one-byte items once built 418 MB of records). A request whose records alone would
+exceed the bound is refused with 413, since it can never fit; one that fits alone but not
+beside the others, with 503.
 
 The bound also covers the records a producer still holds for requests already answered (a 503
 after an ack timeout leaves them in its batches until the producer is replaced): without that,
@@ -47,10 +47,11 @@ class Reservation:
         self.size = size
         self.released = False
 
-    def records(self, count: int) -> None:
-        """Hold the bytes of ``count`` records about to be built. Raises PayloadTooLarge when
-        they alone exceed the bound, Overloaded when they do beside what else is held."""
-        self._bound.add_records(self, count)
+    def records(self, count: int, value_bytes: int) -> None:
+        """Hold the bytes of ``count`` records about to be built, whose values take about
+        ``value_bytes``. Raises PayloadTooLarge when they alone exceed the bound, Overloaded
+        when they do beside what else is held."""
+        self._bound.add_records(self, count * RECORD_BYTES + value_bytes, count)
 
 
 RESERVATION = web.RequestKey("inflight_reservation", Reservation)
@@ -82,8 +83,7 @@ class InflightBound:
         self._metrics.bytes_in_flight.inc(size)
         return Reservation(self, size)
 
-    def add_records(self, reservation: Reservation, count: int) -> None:
-        weight = count * RECORD_BYTES
+    def add_records(self, reservation: Reservation, weight: int, count: int) -> None:
         if weight > self.max_bytes:
             raise PayloadTooLarge(
                 f"{count} items would build {weight} bytes of records, over "

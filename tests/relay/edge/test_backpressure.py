@@ -55,7 +55,7 @@ PATH = RelaySettings(publisher=PublisherSettings(KafkaConnection())).path
 
 async def test_requests_over_the_bound_get_503_and_the_rest_go_through() -> None:
     body = event_list(corpus_events()[:20])
-    held_each = len(body) + 20 * RECORD_BYTES  # its body, and what its 20 records cost beyond
+    held_each = 2 * len(body) + 20 * RECORD_BYTES  # its body, and its 20 records: a copy and more
     served = serve(held_each * 2, 64 << 20)
     async with served.client as client:
         held = [asyncio.create_task(client.post(PATH, data=body)) for _ in range(2)]
@@ -77,8 +77,9 @@ async def test_requests_over_the_bound_get_503_and_the_rest_go_through() -> None
 async def test_bytes_held_for_answered_requests_count_against_the_bound() -> None:
     """Records a producer still holds after their request got its 503 take from the bound."""
     body = event_list(corpus_events()[:20])
-    unanswered = len(body)
-    served = serve(len(body) * 3 // 2, 64 << 20, unanswered=lambda: unanswered)
+    bound = 2 * len(body) + 20 * RECORD_BYTES  # one request, its body and its records
+    unanswered = bound - len(body) + 1
+    served = serve(bound, 64 << 20, unanswered=lambda: unanswered)
     served.release.set()
     async with served.client as client:
         refused = await client.post(PATH, data=body)
@@ -91,11 +92,12 @@ async def test_bytes_held_for_answered_requests_count_against_the_bound() -> Non
 async def test_the_records_a_request_builds_count_against_the_bound() -> None:
     events = event_list(corpus_events()[:20])
     tiny = b'{"kind":"EventList","items":[' + b",".join([b"1"] * 300) + b"]}"
-    served = serve(len(events) + 20 * RECORD_BYTES + len(tiny) + 300 * RECORD_BYTES - 1, 1 << 20)
+    held_first = 2 * len(events) + 20 * RECORD_BYTES
+    served = serve(held_first + 2 * len(tiny) + 300 * RECORD_BYTES - 1, 1 << 20)
     async with served.client as client:
         first = asyncio.create_task(client.post(PATH, data=events))
         await wait_until(
-            lambda: served.held() == len(events) + 20 * RECORD_BYTES,
+            lambda: served.held() == held_first,
             timeout=5,
             what="the first request's records held",
         )
