@@ -40,7 +40,8 @@ def clear(item: Any, transform: Callable[[dict[str, Any]], bool] | None) -> Clea
             item = _parse(bytes(item))
         except (ValueError, RecursionError) as exc:
             reason = "nested too deeply to read" if isinstance(exc, RecursionError) else str(exc)
-            return Cleared(unreadable=f"item is unreadable: {reason}", withhold=bool(transform))
+            redacting = transform is not None
+            return Cleared(unreadable=f"item is unreadable: {reason}", withhold=redacting)
     changed = transform is not None and isinstance(item, dict) and transform(item)
     return Cleared(item, changed)
 
