@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit_common.headers import CONTENT_WITHHELD, REASON, TRUNCATED_FROM_BYTES
 from relay.events.dead_letters import MAX_LISTED_ITEMS, dead_letter, event_fields
@@ -110,3 +113,41 @@ def test_a_million_tiny_items_make_one_small_summary() -> None:
 def test_fields_are_cut_to_a_bounded_length() -> None:
     summary = withheld(b'{"auditID":"' + b"a" * 100_000 + b'"}')
     assert summary["auditID"] == "a" * 256
+
+
+field_names = st.sampled_from(
+    ["auditID", "verb", "stageTimestamp", "user", "username", "objectRef", "name", "items", "x"]
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(field_names, children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    noise=st.dictionaries(field_names, json_values, max_size=4),
+    path=st.lists(st.tuples(st.booleans(), field_names), max_size=12),
+    as_item=st.booleans(),
+    cut=st.integers(min_value=0, max_value=400),
+    garble=st.booleans(),
+)
+def test_no_value_carried_by_an_event_reaches_its_summary(
+    noise: dict[str, Any], path: list[tuple[bool, str]], as_item: bool, cut: int, garble: bool
+) -> None:
+    secret = "S3CRET-" + "v" * 12
+    planted: Any = {name: secret for name in ("auditID", "verb", "stageTimestamp")}
+    planted |= {"user": {"username": secret}, "objectRef": {"name": secret}}
+    for in_list, key in path:
+        planted = [planted] if in_list else {key: planted}
+    event = {"auditID": "mine", **noise, "requestObject": planted}
+    document: Any = {"kind": "EventList", "items": [event]} if as_item else event
+    raw = orjson.dumps(document)
+    if garble:
+        raw = raw.replace(b"mine", b"m\xff\xfe")
+    raw = raw[: len(raw) - cut] if cut < len(raw) else raw
+    summary = withheld(raw)
+    assert secret not in orjson.dumps(summary).decode()
