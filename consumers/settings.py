@@ -66,7 +66,7 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
     add(
         "--dead-letter-topic",
         default="k8s-audit.dead-letter",
-        help="Kafka topic for messages that cannot be decoded",
+        help="Kafka topic for messages that cannot be decoded and events the sink cannot write",
     )
     add("--client-id", default="audit-consumer", help="Kafka client id, shown in broker logs")
     add(
