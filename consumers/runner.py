@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 
 from aiokafka import (
@@ -24,9 +23,8 @@ from aiokafka import (
 from aiokafka.errors import InvalidSessionTimeoutError, KafkaError
 
 from audit_common.errors import AuditRelayError, ConfigError, InvalidEvent, KafkaUnavailable
-from audit_common.kafka_topics import DEFAULT_MAX_MESSAGE_BYTES
 from consumers.cluster_stats import ClusterStats
-from consumers.dead_letters import Letter, letter_of_event, letter_of_record, send_letters
+from consumers.dead_letters import letter_of_record
 from consumers.dedupe import Deduplicator
 from consumers.events import ConsumedEvent, decode
 from consumers.health import Health
@@ -35,7 +33,8 @@ from consumers.offsets import Offsets
 from consumers.producers import producer_for, topic_limit
 from consumers.settings import ConsumerSettings
 from consumers.sinks import Sink
-from consumers.sinks.base import REPEATING, BatchRefused, EventsRefused, failure_text
+from consumers.sinks.base import REPEATING, BatchRefused, failure_text
+from consumers.writing import SinkWriter
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ class Runner:
         self._dedupe = Deduplicator(settings.dedupe_window)
         self._consumer: AIOKafkaConsumer | None = None
         self._offsets: Offsets | None = None
-        self._letter_limit = DEFAULT_MAX_MESSAGE_BYTES  # the dead-letter topic's, read at start
+        self._writer = SinkWriter(sink, settings.dead_letter_topic, metrics, self._clusters)
 
     def stop(self) -> None:
         """Ask ``run()`` to finish the batch in hand and return; safe from a signal handler."""
@@ -243,91 +242,17 @@ class Runner:
             self.metrics.deduplicated.inc(len(passed) - len(fresh))
             if undecodable:
                 letters = [letter_of_record(record, reason) for record, reason in undecodable]
-                send = partial(self._dead_letter, producer, letters)
+                send = partial(self._writer.dead_letter, producer, letters)
                 if not await self._retry("dead-letter", "send to the dead-letter topic", send):
                     return False
             if fresh:
-                write = partial(self._write, producer, fresh)
-                one_by_one = partial(self._write_one_by_one, producer, fresh)
+                write = partial(self._writer.write, producer, fresh)
+                one_by_one = partial(self._writer.write_one_by_one, producer, fresh)
                 if not await self._retry("sink", "write to the sink", write, one_by_one):
                     return False
             for tp, tp_records in batches.items():
                 self._offsets.mark_flushed(tp, tp_records[-1].offset + 1)
             return True
-
-    async def _write(self, producer: AIOKafkaProducer, events: Sequence[ConsumedEvent]) -> None:
-        """Write and flush ``events``; those the sink refuses for good go to the dead letters."""
-        started = time.monotonic()
-        refused: list[tuple[ConsumedEvent, str]] = []
-        try:
-            await self.sink.write(events)
-        except EventsRefused as exc:  # events it could not encode; it wrote the others
-            refused.extend(exc.refused)
-        try:
-            await self.sink.flush()
-        except EventsRefused as exc:  # events the destination refused; it took the others
-            refused.extend(exc.refused)
-        written = events
-        if refused:
-            # By position, not identity: a sink may refuse the cleaned copy it made of an event.
-            first = {
-                (e.topic, e.partition, e.offset): (e, reason) for e, reason in reversed(refused)
-            }
-            refused = list(first.values())
-            letters = [letter_of_event(event, reason, self.sink.name) for event, reason in refused]
-            await self._dead_letter(producer, letters)
-            self.metrics.refused.inc(len(letters))
-            written = [e for e in events if (e.topic, e.partition, e.offset) not in first]
-        self.metrics.write_seconds.observe(time.monotonic() - started)
-        self.metrics.written.inc(len(written))
-        self._clusters.written(written)
-
-    async def _write_one_by_one(
-        self, producer: AIOKafkaProducer, events: Sequence[ConsumedEvent]
-    ) -> None:
-        """Write ``events`` one at a time, to find those that fail alone: each the destination
-        refuses (``BatchRefused``) or that raises what the sink did not expect goes to the dead
-        letters with the reason. A temporary failure (a retriable error) propagates, and the
-        runner tries this again; ConfigError too, and stops the consumer."""
-        letters: list[Letter] = []
-        unexpected = 0
-        for event in events:
-            try:
-                await self._write(producer, [event])
-            except BatchRefused as exc:
-                letters.append(letter_of_event(event, str(exc), self.sink.name))
-            except AuditRelayError:
-                raise
-            except Exception as exc:
-                letters.append(letter_of_event(event, failure_text(exc), self.sink.name))
-                unexpected += 1
-        if len(events) > 1 and len(letters) == len(events) and not unexpected:
-            # Not one event: the destination refuses everything (a wrong format or endpoint).
-            raise ConfigError(
-                f"the {self.sink.name} sink's destination refused each of {len(events)} events "
-                f"sent alone, the first with: {letters[0].reason}"
-            )
-        if letters:
-            await self._dead_letter(producer, letters)
-            self.metrics.failed.inc(unexpected)
-            self.metrics.refused.inc(len(letters) - unexpected)
-        log.info(
-            "wrote %d events one by one: %d dead-lettered (%d for an unexpected error)",
-            len(events),
-            len(letters),
-            unexpected,
-        )
-
-    async def _dead_letter(self, producer: AIOKafkaProducer, letters: Sequence[Letter]) -> None:
-        """Send ``letters`` to the dead-letter topic and await acks; raises KafkaUnavailable."""
-        await send_letters(producer, self.settings.dead_letter_topic, letters, self._letter_limit)
-        self.metrics.dead_lettered.inc(len(letters))
-        log.warning(
-            "sent %d messages to %s: %s",
-            len(letters),
-            self.settings.dead_letter_topic,
-            letters[0].reason,
-        )
 
     async def _retry(
         self,
