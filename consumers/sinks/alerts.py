@@ -96,6 +96,7 @@ class _Pending:
 
     sends: list[tuple[ConsumedEvent, asyncio.Future[Any]]] = field(default_factory=list)
     alerts: Tally[tuple[str, str]] = field(default_factory=Tally)
+    truncated: int = 0
 
 
 class AlertsSink(Sink):
@@ -219,7 +220,8 @@ class AlertsSink(Sink):
         )
         self._truncated = Counter(
             "audit_consumer_alerts_truncated",
-            "Alerts with a value or the whole cut to --alerts-field-max-chars/--alerts-max-bytes",
+            "Alerts with a value or the whole cut to --alerts-field-max-chars/--alerts-max-bytes, "
+            "counted when their batch is flushed",
             registry=registry,
         )
 
@@ -296,8 +298,7 @@ class AlertsSink(Sink):
     def _bounded(self, alert: Alert) -> bytes:
         """The alert's JSON within the alert limit (cut where it is over), counted when cut."""
         body, cut = alert.bounded_json(self._alert_limit)
-        if (cut or alert.truncated) and self._truncated is not None:
-            self._truncated.inc()
+        self._pending.truncated += cut or alert.truncated
         return body
 
     async def _send(self, event: ConsumedEvent, alert: Alert, body: bytes) -> str | None:
@@ -372,6 +373,8 @@ class AlertsSink(Sink):
         if self._alerts_total is not None:
             for (rule, priority), count in pending.alerts.items():
                 self._alerts_total.labels(rule, priority).inc(count)
+        if self._truncated is not None:
+            self._truncated.inc(pending.truncated)
         log.debug("delivered %d alerts", sum(pending.alerts.values()))
         if too_large:  # a batch the broker refused: the producer's sequence numbers are stuck
             await self._give_up_producer()
