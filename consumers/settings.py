@@ -50,6 +50,7 @@ class ConsumerSettings:
     shutdown_grace: float = 20.0
     retry_backoff: float = 0.5
     retry_backoff_max: float = 30.0
+    max_attempts: int = 5
     dedupe_window: int = 10000
     event_filter: EventFilter = field(default_factory=EventFilter)
     metrics_listen: tuple[str, int] | None = None
@@ -77,7 +78,7 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
     add(
         "--dead-letter-topic",
         default="k8s-audit.dead-letter",
-        help="Kafka topic for messages that cannot be decoded",
+        help="Kafka topic for messages that cannot be decoded and events the sink cannot write",
     )
     add("--client-id", default="audit-consumer", help="Kafka client id, shown in broker logs")
     add(
@@ -112,6 +113,14 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
         type=positive_float,
         default=30.0,
         help="longest wait between retries of a failing sink",
+    )
+    add(
+        "--max-attempts",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="tries of a batch that fails with an error the sink did not expect before its "
+        "events are written one by one and those failing alone are dead-lettered",
     )
     add(
         "--include",
@@ -202,6 +211,7 @@ def build_settings(
         shutdown_grace=args.shutdown_grace,
         retry_backoff=args.retry_backoff,
         retry_backoff_max=args.retry_backoff_max,
+        max_attempts=args.max_attempts,
         dedupe_window=args.dedupe_window,
         event_filter=EventFilter.parse(args.include, args.exclude),
         metrics_listen=args.metrics_listen,
