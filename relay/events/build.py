@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,15 +15,17 @@ from msgspec import Raw
 from audit_common import json_text
 from audit_common.headers import (
     CLUSTER,
+    ESCAPED_BYTES,
     EVENT_HEADERS,
     REASON,
     SCHEMA_VERSION,
     SCHEMA_VERSION_HEADER,
     TRUNCATED_FROM_BYTES,
 )
-from relay.events import raw_fields
+from relay.events import deep_items, raw_fields
+from relay.events.invalid_items import InvalidItem, listing
 from relay.events.records import DEAD_LETTER, EVENTS, OutboundRecord
-from relay.events.split import API_VERSIONS
+from relay.events.split import API_VERSIONS, EscapedItem
 
 REQUIRED_STRINGS = ("auditID", "stage", "verb", "level", "requestURI", "stageTimestamp")
 TRUNCATED_ANNOTATION = "audit.k8s.io/truncated"
@@ -162,7 +165,8 @@ def build_batch(
     transform: EventTransform | None = None,
     may_transform: MayTransform | None = None,
 ) -> Batch:
-    """Turn the items of one request into records: one per event, invalid items dead-lettered.
+    """Turn the items of one request into records: one per event, and one dead letter listing
+    the invalid items (``relay.events.invalid_items``), after the events.
 
     ``fits`` says whether an encoded value is within the broker's message limit; events that do
     not fit lose their request/response objects rather than being dropped. Each entry of
@@ -171,63 +175,154 @@ def build_batch(
     that are ``msgspec.Raw`` (``relay.events.split``) are published as their own bytes when
     ``passed_through`` can, and parsed otherwise (with a ``transform`` only when
     ``may_transform`` says it would not change them); a parsed item that nothing changed is
-    still published as its own bytes, so every number and escape stays as it was sent.
+    still published as its own bytes, so every number and escape stays as it was sent. An item
+    too deep to parse is read by ``relay.events.deep_items``, and withheld (``withheld``) when
+    the transform would have to read it. An ``EscapedItem``'s record says how many bytes of it
+    were escaped (header ``escaped-bytes``).
     """
     batch = Batch()
+    invalid: list[InvalidItem] = []
     for index, item in enumerate(items):
         items[index] = None  # ``item`` keeps it alive until its record is built
-        raw: bytes | None = None
-        if isinstance(item, Raw):
-            record = passed_through(item, api_version, cluster, fits, transform, may_transform)
-            if record is not None:
-                batch.records.append(record)
-                batch.accepted += 1
-                continue
-            raw = bytes(item)
-            item = parse_item(raw)
-        # A broken event can carry a Secret as well as a valid one.
-        changed = transform is not None and isinstance(item, dict) and transform(item)
-        if changed:
-            batch.transformed += 1
-        # The bytes as received, where nothing changed them: every number and escape as sent.
-        unchanged = raw if raw is not None and not changed else None
-        reason = invalid_reason(item)
-        if reason is not None:
-            try:
-                kept = unchanged if unchanged is not None else dumps(item)
-            except RecursionError:
-                kept, reason = b"", f"{reason}; nested too deeply to keep"
-            batch.records.append(dead_letter(kept, reason, cluster, dead_letter_limit))
-            batch.dead_lettered += 1
+        escaped = 0
+        if isinstance(item, EscapedItem):
+            escaped = item.escaped_bytes
+            item = item.raw
+        built = _record(item, api_version, cluster, fits, transform, may_transform, batch)
+        if isinstance(built, OutboundRecord):
+            if escaped:
+                escaped_header = (ESCAPED_BYTES, str(escaped).encode())
+                built = replace(built, headers=(*built.headers, escaped_header))
+            batch.records.append(built)
+            batch.accepted += 1
             continue
-        version = item.get("apiVersion") if item.get("apiVersion") in API_VERSIONS else api_version
-        try:
-            if unchanged is not None and "kind" not in item and "apiVersion" not in item:
-                value = raw_fields.with_envelope(json_text.one_line(unchanged), version)
-            else:
-                value = encode_event(item, version)
-        except RecursionError:
-            value = b""  # objects nested too deeply to encode: stripped like oversized ones
-        if not value or not fits(value):
-            try:
-                value = encode_event(strip_objects(item), version)
-            except RecursionError:  # nested as deeply elsewhere: nothing of it can be kept
-                reason = "nested too deeply to encode, even without its objects"
-                batch.records.append(dead_letter(b"", reason, cluster, dead_letter_limit))
-                batch.dead_lettered += 1
-                continue
-            batch.truncated += 1
-        batch.records.append(
-            OutboundRecord(
-                EVENTS,
-                value,
-                item["auditID"].encode(),
-                tuple(event_headers(item, version, cluster)),
-                kafka_timestamp(item["stageTimestamp"]),
-            )
-        )
-        batch.accepted += 1
+        batch.dead_lettered += 1
+        if isinstance(built, _Withheld):
+            batch.records.append(withheld(built.raw, built.reason, cluster, dead_letter_limit))
+        else:
+            invalid.append(replace(built, index=index, escaped_bytes=escaped))
+    if invalid:
+        value, reason = listing(invalid, len(items), dead_letter_limit)
+        batch.records.append(dead_letter(value, reason, cluster, dead_letter_limit))
     return batch
+
+
+@dataclass(frozen=True, slots=True)
+class _Withheld:
+    raw: bytes
+    reason: str
+
+
+def withheld(raw: bytes, reason: str, cluster: str, limit: int) -> OutboundRecord:
+    """The dead letter of an item the redactor would have to read and cannot: nothing of its
+    content, its size and SHA-256 in the reason. The one place that writes such a record."""
+    digest = hashlib.sha256(raw).hexdigest()
+    reason = f"{reason}; content withheld: {len(raw)} bytes, sha256 {digest}"
+    return dead_letter(b"", reason, cluster, limit)
+
+
+def _record(
+    item: Any,
+    api_version: str,
+    cluster: str,
+    fits: Callable[[bytes], bool],
+    transform: EventTransform | None,
+    may_transform: MayTransform | None,
+    batch: Batch,
+) -> OutboundRecord | InvalidItem | _Withheld:
+    """``build_batch``'s work on one item (its index left to the caller)."""
+    raw: bytes | None = None
+    if isinstance(item, Raw):
+        record = passed_through(item, api_version, cluster, fits, transform, may_transform)
+        if record is not None:
+            return record
+        raw = bytes(item)
+        try:
+            item = parse_item(raw)
+        except (ValueError, RecursionError):  # not JSON, or too deep for the parsers
+            return _deep_record(raw, api_version, cluster, fits, transform, may_transform, batch)
+    # A broken event can carry a Secret as well as a valid one.
+    changed = transform is not None and isinstance(item, dict) and transform(item)
+    if changed:
+        batch.transformed += 1
+    # The bytes as received, where nothing changed them: every number and escape as sent.
+    unchanged = raw if raw is not None and not changed else None
+    reason = invalid_reason(item)
+    if reason is not None:
+        try:
+            kept = unchanged if unchanged is not None else dumps(item)
+        except RecursionError:
+            kept, reason = b"", f"{reason}; nested too deeply to keep"
+        return InvalidItem(-1, reason, kept)
+    version = item.get("apiVersion") if item.get("apiVersion") in API_VERSIONS else api_version
+    try:
+        if unchanged is not None and "kind" not in item and "apiVersion" not in item:
+            value = raw_fields.with_envelope(json_text.one_line(unchanged), version)
+        else:
+            value = encode_event(item, version)
+    except RecursionError:
+        value = b""  # objects nested too deeply to encode: stripped like oversized ones
+    if not value or not fits(value):
+        try:
+            value = encode_event(strip_objects(item), version)
+        except RecursionError:  # nested as deeply elsewhere: nothing of it can be kept
+            return InvalidItem(-1, "nested too deeply to encode, even without its objects", b"")
+        batch.truncated += 1
+    return _event_record(item, value, version, cluster)
+
+
+def _deep_record(
+    raw: bytes,
+    api_version: str,
+    cluster: str,
+    fits: Callable[[bytes], bool],
+    transform: EventTransform | None,
+    may_transform: MayTransform | None,
+    batch: Batch,
+) -> OutboundRecord | InvalidItem | _Withheld:
+    """The record of an item no parser reads whole: its shallow fields read by
+    ``deep_items``, its own bytes published."""
+    try:
+        deep = deep_items.read(raw)
+    except ValueError as exc:
+        return InvalidItem(-1, f"item is not a JSON object: {exc}", raw)
+    event = deep.fields
+    reason = invalid_reason(event)
+    if reason is not None:
+        return InvalidItem(-1, reason, raw)
+    ref = event.get("objectRef") or {}
+    resource, subresource = ref.get("resource"), ref.get("subresource")
+    if transform is not None and (
+        may_transform is None
+        or may_transform(
+            resource if isinstance(resource, str) else "",
+            subresource if isinstance(subresource, str) else "",
+            deep.objects(),
+        )
+    ):
+        return _Withheld(raw, "nested too deeply for the redactor to read, and may hold a Secret")
+    own = event.get("apiVersion")
+    version = own if isinstance(own, str) and own in API_VERSIONS else api_version
+    value = deep.value(version)
+    if not fits(value):
+        try:
+            value = encode_event(strip_objects(event), version)
+        except RecursionError:  # a field deep enough for orjson to read, not to write
+            return InvalidItem(-1, "nested too deeply to encode, even without its objects", raw)
+        batch.truncated += 1
+    return _event_record(event, value, version, cluster)
+
+
+def _event_record(
+    event: dict[str, Any], value: bytes, version: str, cluster: str
+) -> OutboundRecord:
+    return OutboundRecord(
+        EVENTS,
+        value,
+        event["auditID"].encode(),
+        tuple(event_headers(event, version, cluster)),
+        kafka_timestamp(event["stageTimestamp"]),
+    )
 
 
 def parse_item(raw: bytes) -> Any:
