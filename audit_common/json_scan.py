@@ -16,6 +16,7 @@ copy of it. Two passes, each for one caller:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -211,9 +212,8 @@ def _trimmed(body: bytes, start: int, end: int) -> Span:
 def _name(token: bytes) -> str:
     try:
         return str(orjson.loads(token))
-    except orjson.JSONDecodeError:
-        # A lone surrogate escape: never one of the names read.
-        return token.decode("utf-8", "backslashreplace")
+    except orjson.JSONDecodeError:  # a lone surrogate escape, or bytes that are not UTF-8
+        return str(json.loads(token.decode("utf-8", "surrogateescape")))
 
 
 def _what_stopped(value: bytes | memoryview, position: int) -> str:
