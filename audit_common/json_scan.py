@@ -95,7 +95,7 @@ def outline(body: bytes, max_items: int) -> Outline:
                 start = match.end()
             continue
         if head == _COMMA:
-            if depth == 1 and key is not None:
+            if depth == 1 and key is not None and start >= 0:
                 found.members[key] = (start, match.start())
                 key, start = None, -1
             elif depth == 2 and items is not None:
@@ -122,7 +122,7 @@ def outline(body: bytes, max_items: int) -> Outline:
                 raise TooManyItems(f"more than {max_items} items in one request")
             found.items, items = items, None  # a later "items" wins, as in JSON
         elif depth == 1:
-            if key is not None:
+            if key is not None and start >= 0:
                 found.members[key] = (start, match.start())
             found.end = match.end()
         depth -= 1

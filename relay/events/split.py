@@ -75,10 +75,13 @@ def split(body: bytes, max_items: int = DEFAULT_MAX_ITEMS) -> tuple[list[Any], s
     envelope = _raw_event_list(body, max_items)
     if envelope is None:
         return _by_grammar(body, max_items)
-    items = [] if envelope.items is None else msgspec.structs.astuple(envelope.items)
-    if items and items[-1] is not UNSET:
+    if envelope.items is None:
+        return [], _api_version(envelope.apiVersion)
+    slots = msgspec.structs.astuple(envelope.items)
+    if slots[-1] is not UNSET:
         raise TooManyItems(f"more than {max_items} items in one request")
-    return [item for item in items if item is not UNSET], _api_version(envelope.apiVersion)
+    # The items fill the first slots.
+    return list(slots[: slots.index(UNSET)]), _api_version(envelope.apiVersion)
 
 
 def _by_grammar(body: bytes, max_items: int) -> tuple[list[Any], str]:
