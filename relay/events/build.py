@@ -182,6 +182,7 @@ def build_batch(
     """
     batch = Batch()
     invalid: list[InvalidItem] = []
+    kept = 0  # bytes of invalid items held for their dead letter: no more than it can list
     for index, item in enumerate(items):
         items[index] = None  # ``item`` keeps it alive until its record is built
         escaped = 0
@@ -204,7 +205,14 @@ def build_batch(
         if isinstance(built, _Withheld):
             batch.records.append(withheld(built.raw, built.reason, cluster, dead_letter_limit))
         else:
-            invalid.append(replace(built, index=index, escaped_bytes=escaped))
+            held = len(built.content or b"")
+            content = built.content if kept + held <= dead_letter_limit else None
+            kept += held if content is not None else 0
+            # Each byte escaped takes three: the size as received.
+            size = held - 2 * escaped
+            invalid.append(
+                replace(built, index=index, content=content, escaped_bytes=escaped, size=size)
+            )
     if invalid:
         value, reason = listing(invalid, len(items), dead_letter_limit)
         batch.records.append(dead_letter(value, reason, cluster, dead_letter_limit))

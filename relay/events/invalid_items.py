@@ -26,8 +26,9 @@ class InvalidItem:
 
     index: int
     reason: str
-    content: bytes  # as received; escaped already when it held bytes that are not UTF-8
+    content: bytes | None  # as received (escaped where not UTF-8); None: not kept
     escaped_bytes: int = 0
+    size: int = 0  # of the item as received
 
 
 def listing(invalid: Sequence[InvalidItem], items: int, limit: int) -> tuple[bytes, str]:
@@ -45,11 +46,14 @@ def listing(invalid: Sequence[InvalidItem], items: int, limit: int) -> tuple[byt
         entry: dict[str, object] = {
             "index": item.index,
             "reason": item.reason[:MAX_REASON_CHARS],
-            "size": len(item.content),
+            "size": item.size,
         }
         size += len(orjson.dumps(entry)) + 1
         if size > limit:
             break
+        if item.content is None:
+            listed.append(entry)
+            continue
         text, escaped = escape(item.content)
         content = text.decode()
         cost = len(orjson.dumps(content)) + 32  # the string, and the member names around it
