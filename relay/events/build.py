@@ -181,6 +181,7 @@ def build_batch(
     were escaped (header ``escaped-bytes``).
     """
     batch = Batch()
+    context = _Context(api_version, cluster, fits, transform, may_transform, batch)
     invalid: list[InvalidItem] = []
     kept = 0  # bytes of invalid items held for their dead letter: no more than it can list
     for index, item in enumerate(items):
@@ -193,7 +194,7 @@ def build_batch(
         if isinstance(item, Raw):  # the way of nearly every item
             built = passed_through(item, api_version, cluster, fits, transform, may_transform)
         if built is None:
-            built = _record(item, api_version, cluster, fits, transform, may_transform, batch)
+            built = _record(item, context)
         if isinstance(built, OutboundRecord):
             if escaped:
                 escaped_header = (ESCAPED_BYTES, str(escaped).encode())
@@ -233,15 +234,19 @@ def withheld(raw: bytes, reason: str, cluster: str, limit: int) -> OutboundRecor
     return dead_letter(b"", reason, cluster, limit)
 
 
-def _record(
-    item: Any,
-    api_version: str,
-    cluster: str,
-    fits: Callable[[bytes], bool],
-    transform: EventTransform | None,
-    may_transform: MayTransform | None,
-    batch: Batch,
-) -> OutboundRecord | InvalidItem | _Withheld:
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What ``build_batch`` was given, for the work on each item; ``batch`` counts it."""
+
+    api_version: str
+    cluster: str
+    fits: Callable[[bytes], bool]
+    transform: EventTransform | None
+    may_transform: MayTransform | None
+    batch: Batch
+
+
+def _record(item: Any, context: _Context) -> OutboundRecord | InvalidItem | _Withheld:
     """``build_batch``'s work on an item ``passed_through`` could not publish as it is (its
     index left to the caller)."""
     raw: bytes | None = None
@@ -250,11 +255,12 @@ def _record(
         try:
             item = parse_item(raw)
         except (ValueError, RecursionError):  # not JSON, or too deep for the parsers
-            return _deep_record(raw, api_version, cluster, fits, transform, may_transform, batch)
+            return _deep_record(raw, context)
     # A broken event can carry a Secret as well as a valid one.
+    transform = context.transform
     changed = transform is not None and isinstance(item, dict) and transform(item)
     if changed:
-        batch.transformed += 1
+        context.batch.transformed += 1
     # The bytes as received, where nothing changed them: every number and escape as sent.
     unchanged = raw if raw is not None and not changed else None
     reason = invalid_reason(item)
@@ -264,7 +270,8 @@ def _record(
         except RecursionError:
             kept, reason = b"", f"{reason}; nested too deeply to keep"
         return InvalidItem(-1, reason, kept)
-    version = item.get("apiVersion") if item.get("apiVersion") in API_VERSIONS else api_version
+    own = item.get("apiVersion")
+    version = own if isinstance(own, str) and own in API_VERSIONS else context.api_version
     try:
         if unchanged is not None and "kind" not in item and "apiVersion" not in item:
             value = raw_fields.with_envelope(json_text.one_line(unchanged), version)
@@ -272,24 +279,16 @@ def _record(
             value = encode_event(item, version)
     except RecursionError:
         value = b""  # objects nested too deeply to encode: stripped like oversized ones
-    if not value or not fits(value):
+    if not value or not context.fits(value):
         try:
             value = encode_event(strip_objects(item), version)
         except RecursionError:  # nested as deeply elsewhere: nothing of it can be kept
             return InvalidItem(-1, "nested too deeply to encode, even without its objects", b"")
-        batch.truncated += 1
-    return _event_record(item, value, version, cluster)
+        context.batch.truncated += 1
+    return _event_record(item, value, version, context.cluster)
 
 
-def _deep_record(
-    raw: bytes,
-    api_version: str,
-    cluster: str,
-    fits: Callable[[bytes], bool],
-    transform: EventTransform | None,
-    may_transform: MayTransform | None,
-    batch: Batch,
-) -> OutboundRecord | InvalidItem | _Withheld:
+def _deep_record(raw: bytes, context: _Context) -> OutboundRecord | InvalidItem | _Withheld:
     """The record of an item no parser reads whole: its shallow fields read by
     ``deep_items``, its own bytes published."""
     try:
@@ -302,7 +301,8 @@ def _deep_record(
         return InvalidItem(-1, reason, raw)
     ref = event.get("objectRef") or {}
     resource, subresource = ref.get("resource"), ref.get("subresource")
-    if transform is not None and (
+    may_transform = context.may_transform
+    if context.transform is not None and (
         may_transform is None
         or may_transform(
             resource if isinstance(resource, str) else "",
@@ -312,15 +312,15 @@ def _deep_record(
     ):
         return _Withheld(raw, "nested too deeply for the redactor to read, and may hold a Secret")
     own = event.get("apiVersion")
-    version = own if isinstance(own, str) and own in API_VERSIONS else api_version
+    version = own if isinstance(own, str) and own in API_VERSIONS else context.api_version
     value = deep.value(version)
-    if not fits(value):
+    if not context.fits(value):
         try:
             value = encode_event(strip_objects(event), version)
         except RecursionError:  # a field deep enough for orjson to read, not to write
             return InvalidItem(-1, "nested too deeply to encode, even without its objects", raw)
-        batch.truncated += 1
-    return _event_record(event, value, version, cluster)
+        context.batch.truncated += 1
+    return _event_record(event, value, version, context.cluster)
 
 
 def _event_record(
