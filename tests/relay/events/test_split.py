@@ -23,7 +23,7 @@ from relay.events.build import Batch, build_batch, parse_item
 from relay.events.records import DEAD_LETTER, EVENTS
 from relay.events.redact import MARKER_PREFIX, Redactor
 from relay.events.split import DEFAULT_API_VERSION, split
-from tests.support import json_grammar
+from tests.support import apiserver_json, json_grammar
 from tests.support.corpus import corpus_events, event_list
 
 REDACTOR = Redactor(b"f" * 32)
@@ -340,3 +340,47 @@ def test_any_json_the_grammar_allows_reaches_kafka_byte_for_byte(
     assert (record.topic, batch.accepted) == (EVENTS, 1)
     expected = json_text.one_line(item)
     assert record.value == b'{"kind":"Event","apiVersion":"audit.k8s.io/v1",' + expected[1:]
+
+
+def published_as_sent(batch: Batch, items: list[bytes]) -> None:
+    """Each item a record whose value, the escape undone, is the item as sent."""
+    assert (batch.accepted, batch.dead_lettered) == (len(items), 0)
+    envelope = b'{"kind":"Event","apiVersion":"audit.k8s.io/v1",'
+    for record, item in zip(batch.records, items, strict=True):
+        escaped = ESCAPED_BYTES in dict(record.headers)
+        record.value.decode()  # UTF-8, escaped or not
+        assert (unescape(record.value) if escaped else record.value) == envelope + item[1:]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    objects=st.lists(
+        st.one_of(apiserver_json.VALUES, apiserver_json.DEEP_VALUES), min_size=1, max_size=3
+    ),
+    notes=st.lists(apiserver_json.STRINGS, min_size=3, max_size=3),
+)
+def test_whatever_the_apiserver_writes_is_published_as_sent(
+    objects: list[bytes], notes: list[bytes]
+) -> None:
+    items = [
+        apiserver_json.item(ITEMS[index], value, note)
+        for index, (value, note) in enumerate(zip(objects, notes, strict=False))
+    ]
+    published_as_sent(batch_of(*split(apiserver_json.event_list(items))), items)
+
+
+@settings(
+    max_examples=3,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(huge=apiserver_json.HUGE_VALUES)
+def test_an_item_of_several_megabytes_is_truncated_alone(huge: bytes) -> None:
+    items = [orjson.dumps(ITEMS[0]), apiserver_json.item(ITEMS[1], huge), orjson.dumps(ITEMS[2])]
+    body = apiserver_json.event_list(items)
+    batch = batch_of(*split(body), fits=lambda value: len(value) < 1 << 20)
+    assert (batch.accepted, batch.truncated) == (3, 1)
+    published_as_sent(Batch(batch.records[::2], accepted=2), items[::2])
+    truncated = orjson.loads(batch.records[1].value)
+    assert "requestObject" not in truncated
+    assert truncated["annotations"]["audit.k8s.io/truncated"] == "true"
