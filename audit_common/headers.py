@@ -14,6 +14,9 @@ CLUSTER = "cluster"
 # The headers of an event record, in the order the relay writes them (each only when the event
 # has it as a non-empty string), after the schema version.
 EVENT_HEADERS = (CLUSTER, "apiVersion", "verb", "stage", "level", "resource", "namespace", "user")
+# On an event whose item held bytes that are not UTF-8, last: how many bytes the relay escaped
+# (``audit_common.escaped_bytes``).
+ESCAPED_BYTES = "escaped-bytes"
 
 # A dead-letter record: why it is there, and, when the relay cut it, how long it was.
 REASON = "reason"

@@ -5,8 +5,8 @@ orjson refuses a number beyond a double and an escape that is no Unicode charact
 an integer beyond 64 bits into a float. The apiserver logs request bodies verbatim, so a user
 who may PATCH chooses those bytes. This module is the slow path for them: it tells what is JSON
 by the grammar (the standard library's parser, strict) for both programs, and, for the relay,
-finds the bytes of each item, puts an item that spans lines on one line, and parses and writes
-an event keeping every number as its text.
+puts an item that spans lines on one line, and parses and writes an event keeping every number
+as its text.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from typing import Any
 
 import orjson
 
-# A string literal of valid JSON (escapes are a backslash and one character, or \uXXXX whose
-# hex digits need no special case), or one of the structural characters.
-_LEXEME = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],:]')
 _STRING_OR_SPACE = re.compile(rb'("(?:[^"\\]|\\.)*")|[ \t\n\r]+')
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _ITEMS_KEY = b'"items"'
@@ -91,40 +88,6 @@ def one_line(raw: bytes) -> bytes:
     if b"\n" not in raw and b"\r" not in raw:
         return raw
     return _STRING_OR_SPACE.sub(lambda match: match[1] or b"", raw)
-
-
-def event_list_items(body: bytes) -> list[bytes] | None:
-    """The bytes of each element of the top-level ``items`` array of valid JSON ``body``, in
-    order, or None when it has none."""
-    depth = 0
-    key: bytes | None = None
-    previous = b""
-    start: int | None = None
-    items: list[bytes] | None = None
-    found: list[bytes] | None = None
-    for match in _LEXEME.finditer(body):
-        token = match[0]
-        if token[:1] == b'"':
-            if depth == 1:
-                key = token
-            previous = token
-            continue
-        if token in b"{[":
-            depth += 1
-            if depth == 2 and token == b"[" and previous == b":" and key == _ITEMS_KEY:
-                items, start = [], match.end()
-        elif token in b"}]":
-            if depth == 2 and items is not None and start is not None:
-                last = body[start : match.start()].strip()
-                if last:
-                    items.append(last)
-                found, items, start = items, None, None  # a later "items" key wins, as in JSON
-            depth -= 1
-        elif token == b"," and depth == 2 and items is not None and start is not None:
-            items.append(body[start : match.start()].strip())
-            start = match.end()
-        previous = token
-    return found
 
 
 def _string(text: str) -> bytes:

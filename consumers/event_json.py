@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from audit_common import json_text
+from audit_common import json_scan, json_text
 
 
 class _TopFields(msgspec.Struct):
@@ -56,18 +56,39 @@ def top_fields(value: bytes) -> dict[str, Any] | None:
             return None
     try:
         top = _decode_top(value)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        return None  # not JSON, not an object, or deeper than msgspec goes: orjson tells
+    except RecursionError:
+        parts = _top_by_grammar(value)  # nested deeper than msgspec goes: a PATCH body as sent
+        if parts is None:
+            return None
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None  # not JSON, or not an object: orjson tells
+    else:
+        parts = [
+            key + raw
+            for key, raw in zip(_TOP_KEYS, msgspec.structs.astuple(top), strict=True)
+            if raw
+        ]
     # One orjson.loads of the kept fields' text, so that their values (big integers, floats)
     # are exactly what decoding the whole event gives.
-    parts = [
-        key + raw for key, raw in zip(_TOP_KEYS, msgspec.structs.astuple(top), strict=True) if raw
-    ]
     try:
         fields: dict[str, Any] = orjson.loads(b"{" + b",".join(parts) + b"}")
     except orjson.JSONDecodeError:
         return None  # a number out of orjson's range in a kept field
     return fields
+
+
+def _top_by_grammar(value: bytes) -> list[bytes] | None:
+    """The kept fields of ``value`` as ``_TOP_KEYS``' members, found by JSON's grammar; None
+    when it is no JSON object."""
+    try:
+        spans = json_scan.members(value)
+    except ValueError:
+        return None
+    return [
+        key + value[slice(*spans[name])]
+        for name, key in zip(TOP_NAMES, _TOP_KEYS, strict=True)
+        if name in spans
+    ]
 
 
 def _finite_or_none(text: str) -> float | None:
@@ -97,7 +118,9 @@ def whole(value: bytes) -> Any:
     orjson refuses some valid JSON: a number beyond a float's range (1e999), which reads as
     null here (what orjson writes for an infinite float), and an escape that is no Unicode
     character (a lone ``\\ud800``), which the standard library reads as that code point. So a
-    sink that reads the whole event does not fail on such a message forever.
+    sink that reads the whole event does not fail on such a message forever. An event nested
+    deeper than any parser goes (a PATCH body kube-apiserver logged as sent: Go accepts 10,000
+    levels) is read member by member, a member too deep to read given as its JSON text.
     """
     try:
         return orjson.loads(value)
@@ -110,8 +133,26 @@ def whole(value: bytes) -> Any:
         try:
             data = json_text.loads(value, parse_float=_finite_or_none, parse_int=int)
             return _orjson_number(data)
-        except (ValueError, RecursionError):
+        except RecursionError:
+            return _by_member(value, refused)
+        except ValueError:
             raise refused from None  # not JSON: orjson's reason names the problem best
+
+
+def _by_member(value: bytes, refused: orjson.JSONDecodeError) -> dict[str, Any]:
+    """``whole`` of an object too deep to parse: each member parsed alone, or its JSON text."""
+    try:
+        spans = json_scan.members(value)
+    except ValueError:
+        raise refused from None
+    data: dict[str, Any] = {}
+    for name, span in spans.items():
+        text = value[slice(*span)]
+        try:
+            data[name] = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            data[name] = text.decode("utf-8", "replace")  # too deep, or what orjson refuses
+    return data
 
 
 def project(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from relay.events.redact import (
     add_redaction_arguments,
     redaction_settings_from_args,
 )
+from relay.events.split import DEFAULT_MAX_ITEMS
 from relay.kafka.publisher import PublisherSettings
 from relay.spool.delivery import DeliverySettings
 
@@ -36,6 +37,7 @@ class RelaySettings:
     workers: int = 1
     insecure: bool = False
     max_body_bytes: int = 64 << 20
+    max_items_per_request: int = DEFAULT_MAX_ITEMS
     shutdown_grace: float = 20.0
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
@@ -98,6 +100,13 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
         type=positive_int,
         default=64 << 20,
         help="largest decoded request body; larger ones get 413",
+    )
+    add(
+        "--max-items-per-request",
+        type=positive_int,
+        default=DEFAULT_MAX_ITEMS,
+        help="most items one request's EventList may hold (the apiserver sends up to 400); "
+        "more get 413, found before the items beyond it are read",
     )
     add(
         "--max-message-bytes",
@@ -189,6 +198,7 @@ def build_settings(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Rel
         workers=args.workers,
         insecure=args.insecure,
         max_body_bytes=args.max_body_bytes,
+        max_items_per_request=args.max_items_per_request,
         shutdown_grace=args.shutdown_grace,
         delivery=DeliverySettings(
             spool_dir=args.spool_dir or None,

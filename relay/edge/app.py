@@ -135,6 +135,7 @@ class WebhookHandler:
     ) -> tuple[int, Batch, BadRequest | None]:
         """The number of items in the body of ``chunks`` and the records built of them; or, for
         a body that is no EventList or Event, the dead letter keeping it and why it is none.
+        Raises TooManyItems (413) for a body of more items than a request may hold.
 
         Called by ``receive``, on the event loop for a small body and in an ``Offload`` thread
         for a large one: it touches nothing of the loop's (``publisher.fits`` only compresses,
@@ -147,7 +148,7 @@ class WebhookHandler:
         chunks.clear()
         limit = self.settings.publisher.max_message_bytes // 2
         try:
-            items, api_version = split(body)
+            items, api_version = split(body, self.settings.max_items_per_request)
         except BadRequest as exc:
             # Keep what was sent, so that a sender's bug loses nothing; 503 if even that fails.
             # While redaction is on, only what identifies it: the redactor read none of it, and

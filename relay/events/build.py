@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,15 +13,17 @@ from msgspec import Raw
 
 from audit_common import json_text
 from audit_common.headers import (
+    ESCAPED_BYTES,
     EVENT_HEADERS,
     SCHEMA_VERSION,
     SCHEMA_VERSION_HEADER,
 )
-from relay.events import raw_fields
+from relay.events import deep_items, raw_fields
 from relay.events.clearance import clear
 from relay.events.dead_letters import dead_letter
+from relay.events.invalid_items import InvalidItem, listing
 from relay.events.records import EVENTS, OutboundRecord
-from relay.events.split import API_VERSIONS
+from relay.events.split import API_VERSIONS, EscapedItem
 
 REQUIRED_STRINGS = ("auditID", "stage", "verb", "level", "requestURI", "stageTimestamp")
 TRUNCATED_ANNOTATION = "audit.k8s.io/truncated"
@@ -154,7 +156,8 @@ def build_batch(
     transform: EventTransform | None = None,
     may_transform: MayTransform | None = None,
 ) -> Batch:
-    """Turn the items of one request into records: one per event, invalid items dead-lettered.
+    """Turn the items of one request into records: one per event, and one dead letter listing
+    the invalid items (``relay.events.invalid_items``), after the events.
 
     ``fits`` says whether an encoded value is within the broker's message limit; events that do
     not fit lose their request/response objects rather than being dropped. Each entry of
@@ -163,75 +166,167 @@ def build_batch(
     that are ``msgspec.Raw`` (``relay.events.split``) are published as their own bytes when
     ``passed_through`` can, and parsed otherwise (with a ``transform`` only when
     ``may_transform`` says it would not change them); a parsed item that nothing changed is
-    still published as its own bytes, so every number and escape stays as it was sent.
+    still published as its own bytes, so every number and escape stays as it was sent. An item
+    too deep to parse is read by ``relay.events.deep_items``, and withheld (``withheld``) when
+    the transform would have to read it. An ``EscapedItem``'s record says how many bytes of it
+    were escaped (header ``escaped-bytes``).
     """
     batch = Batch()
+    context = _Context(api_version, cluster, fits, transform, may_transform, batch)
+    invalid: list[InvalidItem] = []
+    kept = 0  # bytes of invalid items held for their dead letter: no more than it can list
     for index, item in enumerate(items):
         items[index] = None  # ``item`` keeps it alive until its record is built
-        raw: bytes | None = None
-        if isinstance(item, Raw):
-            record = passed_through(item, api_version, cluster, fits, transform, may_transform)
-            if record is not None:
-                batch.records.append(record)
-                batch.accepted += 1
-                continue
-            raw = bytes(item)
-        # A broken event can carry a Secret as well as a valid one: what the redactor cannot
-        # read, no dead letter may keep.
-        cleared = clear(raw if raw is not None else item, transform)
-        if cleared.unreadable is not None:
-            withheld = dead_letter(
-                raw or b"",
-                cleared.unreadable,
-                cluster,
-                dead_letter_limit,
-                withhold=cleared.withhold,
-            )
-            batch.records.append(withheld)
-            batch.dead_lettered += 1
+        escaped = 0
+        if isinstance(item, EscapedItem):
+            escaped = item.escaped_bytes
+            item = item.raw
+        built: OutboundRecord | InvalidItem | _Withheld | None = None
+        if isinstance(item, Raw):  # the way of nearly every item
+            built = passed_through(item, api_version, cluster, fits, transform, may_transform)
+        if built is None:
+            built = _record(item, context)
+        if isinstance(built, OutboundRecord):
+            if escaped:
+                escaped_header = (ESCAPED_BYTES, str(escaped).encode())
+                built = replace(built, headers=(*built.headers, escaped_header))
+            batch.records.append(built)
+            batch.accepted += 1
             continue
-        item, changed = cleared.item, cleared.changed
-        if changed:
-            batch.transformed += 1
-        # The bytes as received, where nothing changed them: every number and escape as sent.
-        unchanged = raw if raw is not None and not changed else None
-        reason = invalid_reason(item)
-        if reason is not None:
-            try:
-                kept = unchanged if unchanged is not None else dumps(item)
-            except RecursionError:
-                kept, reason = b"", f"{reason}; nested too deeply to keep"
-            batch.records.append(dead_letter(kept, reason, cluster, dead_letter_limit))
-            batch.dead_lettered += 1
-            continue
-        version = item.get("apiVersion") if item.get("apiVersion") in API_VERSIONS else api_version
-        try:
-            if unchanged is not None and "kind" not in item and "apiVersion" not in item:
-                value = raw_fields.with_envelope(json_text.one_line(unchanged), version)
-            else:
-                value = encode_event(item, version)
-        except RecursionError:
-            value = b""  # objects nested too deeply to encode: stripped like oversized ones
-        if not value or not fits(value):
-            try:
-                value = encode_event(strip_objects(item), version)
-            except RecursionError:  # nested as deeply elsewhere: nothing of it can be kept
-                reason = "nested too deeply to encode, even without its objects"
-                batch.records.append(dead_letter(b"", reason, cluster, dead_letter_limit))
-                batch.dead_lettered += 1
-                continue
-            batch.truncated += 1
-        batch.records.append(
-            OutboundRecord(
-                EVENTS,
-                value,
-                item["auditID"].encode(),
-                tuple(event_headers(item, version, cluster)),
-                kafka_timestamp(item["stageTimestamp"]),
+        batch.dead_lettered += 1
+        if isinstance(built, _Withheld):
+            batch.records.append(withheld(built.raw, built.reason, cluster, dead_letter_limit))
+        else:
+            held = len(built.content or b"")
+            content = built.content if kept + held <= dead_letter_limit else None
+            kept += held if content is not None else 0
+            # Each byte escaped takes three: the size as received.
+            size = held - 2 * escaped
+            invalid.append(
+                replace(built, index=index, content=content, escaped_bytes=escaped, size=size)
             )
-        )
-        batch.accepted += 1
+    if invalid:
+        value, reason = listing(invalid, len(items), dead_letter_limit)
+        batch.records.append(dead_letter(value, reason, cluster, dead_letter_limit))
     return batch
+
+
+@dataclass(frozen=True, slots=True)
+class _Withheld:
+    raw: bytes
+    reason: str
+
+
+def withheld(raw: bytes, reason: str, cluster: str, limit: int) -> OutboundRecord:
+    """The dead letter of an item the redactor would have to read and cannot: nothing of its
+    content, a summary (``relay.events.dead_letters``). The one place that writes such a
+    record."""
+    return dead_letter(raw, reason, cluster, limit, withhold=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What ``build_batch`` was given, for the work on each item; ``batch`` counts it."""
+
+    api_version: str
+    cluster: str
+    fits: Callable[[bytes], bool]
+    transform: EventTransform | None
+    may_transform: MayTransform | None
+    batch: Batch
+
+
+def _record(item: Any, context: _Context) -> OutboundRecord | InvalidItem | _Withheld:
+    """``build_batch``'s work on an item ``passed_through`` could not publish as it is (its
+    index left to the caller)."""
+    raw = bytes(item) if isinstance(item, Raw) else None
+    # A broken event can carry a Secret as well as a valid one: redacted before it is kept.
+    cleared = clear(raw if raw is not None else item, context.transform)
+    if raw is not None and cleared.unreadable is not None:
+        return _deep_record(raw, context)  # not JSON, or too deep for the parsers
+    item, changed = cleared.item, cleared.changed
+    if changed:
+        context.batch.transformed += 1
+    # The bytes as received, where nothing changed them: every number and escape as sent.
+    unchanged = raw if raw is not None and not changed else None
+    reason = invalid_reason(item)
+    if reason is not None:
+        try:
+            kept = unchanged if unchanged is not None else dumps(item)
+        except RecursionError:
+            kept, reason = b"", f"{reason}; nested too deeply to keep"
+        return InvalidItem(-1, reason, kept)
+    own = item.get("apiVersion")
+    version = own if isinstance(own, str) and own in API_VERSIONS else context.api_version
+    try:
+        if unchanged is not None and "kind" not in item and "apiVersion" not in item:
+            value = raw_fields.with_envelope(json_text.one_line(unchanged), version)
+        else:
+            value = encode_event(item, version)
+    except RecursionError:
+        value = b""  # objects nested too deeply to encode: stripped like oversized ones
+    if not value or not context.fits(value):
+        try:
+            value = encode_event(strip_objects(item), version)
+        except RecursionError:  # nested as deeply elsewhere: nothing of it can be kept
+            return InvalidItem(-1, "nested too deeply to encode, even without its objects", b"")
+        context.batch.truncated += 1
+    return _event_record(item, value, version, context.cluster)
+
+
+def _deep_record(raw: bytes, context: _Context) -> OutboundRecord | InvalidItem | _Withheld:
+    """The record of an item no parser reads whole: its shallow fields read by
+    ``deep_items``, its own bytes published."""
+    try:
+        deep = deep_items.read(raw)
+    except ValueError as exc:
+        return _unread(raw, f"item is not a JSON object: {exc}", context)
+    event = deep.fields
+    reason = invalid_reason(event)
+    if reason is not None:
+        return _unread(raw, reason, context)
+    ref = event.get("objectRef") or {}
+    resource, subresource = ref.get("resource"), ref.get("subresource")
+    may_transform = context.may_transform
+    if context.transform is not None and (
+        may_transform is None
+        or may_transform(
+            resource if isinstance(resource, str) else "",
+            subresource if isinstance(subresource, str) else "",
+            deep.objects(),
+        )
+    ):
+        return _Withheld(raw, "nested too deeply for the redactor to read, and may hold a Secret")
+    own = event.get("apiVersion")
+    version = own if isinstance(own, str) and own in API_VERSIONS else context.api_version
+    value = deep.value(version)
+    if not context.fits(value):
+        try:
+            value = encode_event(strip_objects(event), version)
+        except RecursionError:  # a field deep enough for orjson to read, not to write
+            return InvalidItem(-1, "nested too deeply to encode, even without its objects", raw)
+        context.batch.truncated += 1
+    return _event_record(event, value, version, context.cluster)
+
+
+def _unread(raw: bytes, reason: str, context: _Context) -> InvalidItem | _Withheld:
+    """An invalid item whose objects the redactor did not read: withheld while it is on, since
+    they may hold a Secret; listed with its bytes otherwise."""
+    if context.transform is not None:
+        return _Withheld(raw, reason)
+    return InvalidItem(-1, reason, raw)
+
+
+def _event_record(
+    event: dict[str, Any], value: bytes, version: str, cluster: str
+) -> OutboundRecord:
+    return OutboundRecord(
+        EVENTS,
+        value,
+        event["auditID"].encode(),
+        tuple(event_headers(event, version, cluster)),
+        kafka_timestamp(event["stageTimestamp"]),
+    )
 
 
 def passed_through(

@@ -1,5 +1,5 @@
 """What the item builder makes of an item it cannot pass through: parsed and redacted, or
-unreadable, and then withheld while redaction is on (``relay.events.dead_letters``)."""
+unreadable (then read at the byte level, and withheld while redaction is on)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,11 @@ from audit_common import json_text
 @dataclass(frozen=True, slots=True)
 class Cleared:
     """What ``clear`` made of one item: the item parsed and, with a transform, redacted in place
-    (``changed`` when anything was); or, when nothing could read it, why, and whether its bytes
-    must be withheld from its dead letter (``withhold``: redaction is on)."""
+    (``changed`` when anything was); or, when nothing could read it, why."""
 
     item: Any = None
     changed: bool = False
     unreadable: str | None = None
-    withhold: bool = False
 
 
 def clear(item: Any, transform: Callable[[dict[str, Any]], bool] | None) -> Cleared:
@@ -32,21 +30,23 @@ def clear(item: Any, transform: Callable[[dict[str, Any]], bool] | None) -> Clea
 
     The one call ``relay.events.build`` makes for each item it does not pass through. Never
     raises: bytes nothing can read (not JSON, not UTF-8, nested deeper than the parsers go)
-    give ``unreadable``, with ``withhold`` set when a ``transform`` was given, since what the
-    redactor cannot read may hold a Secret anywhere.
+    give ``unreadable``; the builder then reads their shallow fields at the byte level
+    (``relay.events.deep_items``) and, while redaction is on, withholds what the redactor could
+    not clear.
     """
     if isinstance(item, bytes | Raw):
         try:
-            item = _parse(bytes(item))
+            item = parse_item(bytes(item))
         except (ValueError, RecursionError) as exc:
             reason = "nested too deeply to read" if isinstance(exc, RecursionError) else str(exc)
-            redacting = transform is not None
-            return Cleared(unreadable=f"item is unreadable: {reason}", withhold=redacting)
+            return Cleared(unreadable=f"item is unreadable: {reason}")
     changed = transform is not None and isinstance(item, dict) and transform(item)
     return Cleared(item, changed)
 
 
-def _parse(raw: bytes) -> Any:
+def parse_item(raw: bytes) -> Any:
+    """An item kept raw, parsed: by orjson, or, for valid JSON it refuses, by ``json_text``.
+    Raises ValueError or RecursionError for what neither reads."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -6,7 +6,7 @@ import orjson
 
 from bench.traffic import SIZES, Traffic, published_values
 from relay.events.build import invalid_reason
-from relay.events.split import items_of
+from relay.events.split import split
 
 
 def test_each_level_has_its_size_and_the_mix_is_mostly_metadata() -> None:
@@ -28,7 +28,8 @@ def test_stamped_bodies_are_valid_event_lists_with_unique_audit_ids() -> None:
     for _ in range(7):
         body, count = traffic.next()
         assert body.endswith(b"\n")
-        items, api_version = items_of(orjson.loads(body))
+        raw_items, api_version = split(bytes(body))
+        items = [orjson.loads(bytes(item)) for item in raw_items]
         assert api_version == "audit.k8s.io/v1"
         assert len(items) == count == 100
         assert all(invalid_reason(item) is None for item in items)

@@ -136,6 +136,28 @@ def test_an_event_deeper_than_msgspec_goes_is_decoded_by_orjson() -> None:
     assert nested == []
 
 
+@pytest.mark.parametrize("depth", [1102, 4002, 10_000])
+def test_an_event_deeper_than_any_parser_goes_is_read_member_by_member(depth: int) -> None:
+    # A merge patch kube-apiserver logged as sent, published by the relay as its own bytes.
+    deep = b'{"a":' * depth + b"1" + b"}" * depth
+    value = orjson.dumps(
+        {"kind": "Event", "auditID": "a", "verb": "patch", "user": {"username": "u"}, "r": "@"}
+    ).replace(b'"@"', deep)
+    event = decode(value, [], topic="t", partition=0, offset=0)
+    assert (event.audit_id, event.verb, event.username) == ("a", "patch", "u")
+    assert event.data["r"] == deep.decode()  # a member too deep to parse: its JSON text
+    assert event.data["user"] == {"username": "u"}
+    assert orjson.loads(event.with_data(event.data).raw)["auditID"] == "a"
+
+
+def test_an_event_with_escaped_bytes_decodes_as_any_other() -> None:
+    # What the relay makes of bytes that are not UTF-8: characters U+EF80..U+EFFF.
+    value = orjson.dumps({"auditID": "a", "annotations": {"x": "\uefe9\uefff\ueffe"}})
+    event = decode(value, [], topic="t", partition=0, offset=0)
+    assert event.data == orjson.loads(value)
+    assert event.top["annotations"] == {"x": "\uefe9\uefff\ueffe"}
+
+
 def test_a_number_out_of_range_where_skipped_reads_as_null_in_the_whole_event() -> None:
     value = (
         b'{"auditID": "a", "requestObject": [1e999, 1' + b"0" * 400 + b", 18446744073709551616]}"

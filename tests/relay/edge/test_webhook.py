@@ -177,10 +177,15 @@ async def test_invalid_items_are_dead_lettered_and_the_rest_accepted(
     )
     assert (status, answer) == (200, {"accepted": 3, "deadLettered": 4})
     assert len(await read_topic(relay.bootstrap, relay.topic, 3)) == 3
-    dead = await read_topic(relay.bootstrap, relay.dead_letter_topic, 4)
-    assert len(dead) == 4
-    assert b'"a string"' in {r.value for r in dead}
-    reasons = sorted(dict(r.headers)["reason"].decode() for r in dead)
+    # The invalid items of the request, listed in one dead letter.
+    [dead] = await read_topic(relay.bootstrap, relay.dead_letter_topic, 1)
+    assert dead.value is not None
+    listing = orjson.loads(dead.value)
+    assert (listing["items"], listing["invalid"], listing["unlisted"]) == (7, 4, 0)
+    assert [entry["index"] for entry in listing["listed"]] == [1, 3, 4, 6]
+    assert '"a string"' in {entry["item"] for entry in listing["listed"]}
+    assert dict(dead.headers)["reason"].startswith(b"4 of 7 items are not audit events")
+    reasons = sorted(entry["reason"] for entry in listing["listed"])
     assert any("auditID" in reason for reason in reasons)
     assert any("not an object" in reason for reason in reasons)
     assert any("stageTimestamp" in reason for reason in reasons)
@@ -275,7 +280,9 @@ async def test_a_large_body_is_answered_and_arrives_whole(
     [truncated] = [record for record in records if record.key == b"large-oversized"]
     assert "requestObject" not in orjson.loads(truncated.value)
     [dead] = await read_topic(relay.bootstrap, relay.dead_letter_topic, 1)
-    assert dead.value == b'"not an event"'
+    assert dead.value is not None
+    [entry] = orjson.loads(dead.value)["listed"]
+    assert (entry["index"], entry["item"]) == (1001, '"not an event"')
 
 
 async def test_health_readiness_and_metrics(

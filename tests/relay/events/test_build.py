@@ -60,14 +60,19 @@ def test_batch_truncates_what_does_not_fit_and_dead_letters_invalid_items() -> N
     events = corpus_events()[:2]
     big = {**events[0], "requestObject": {"x": "y" * 5000}}
     batch = build_batch(
-        [big, {"kind": 0}, events[1]],
+        [big, {"kind": 0}, events[1], [1]],
         "audit.k8s.io/v1",
         "c",
         fits=lambda value: len(value) < 4000,
-        dead_letter_limit=100,
+        dead_letter_limit=1000,
     )
-    assert (batch.accepted, batch.dead_lettered, batch.truncated) == (2, 1, 1)
-    assert [record.topic for record in batch.records] == [EVENTS, DEAD_LETTER, EVENTS]
+    assert (batch.accepted, batch.dead_lettered, batch.truncated) == (2, 2, 1)
+    # The invalid items in one dead letter, after the events.
+    assert [record.topic for record in batch.records] == [EVENTS, EVENTS, DEAD_LETTER]
+    listing = orjson.loads(batch.records[2].value)
+    assert (listing["items"], listing["invalid"], listing["unlisted"]) == (4, 2, 0)
+    assert [(e["index"], e["item"]) for e in listing["listed"]] == [(1, '{"kind":0}'), (3, "[1]")]
+    assert dict(batch.records[2].headers)["reason"].startswith(b"2 of 4 items are not audit events")
     first = orjson.loads(batch.records[0].value)
     assert "requestObject" not in first and first["annotations"]["audit.k8s.io/truncated"] == "true"
     assert batch.records[0].key == events[0]["auditID"].encode()
@@ -83,11 +88,12 @@ def test_an_event_nested_too_deeply_outside_its_objects_is_dead_lettered() -> No
         "audit.k8s.io/v1",
         "c",
         fits=lambda value: True,
-        dead_letter_limit=100,
+        dead_letter_limit=1000,
     )
     assert (batch.accepted, batch.dead_lettered) == (1, 1)
-    assert [record.topic for record in batch.records] == [DEAD_LETTER, EVENTS]
-    assert dict(batch.records[0].headers)["reason"].startswith(b"nested too deeply")
+    assert [record.topic for record in batch.records] == [EVENTS, DEAD_LETTER]
+    listing = orjson.loads(batch.records[1].value)
+    assert listing["listed"][0]["reason"].startswith("nested too deeply")
 
 
 @pytest.mark.parametrize(
@@ -140,13 +146,32 @@ def test_an_item_nothing_can_read_is_withheld_while_redaction_is_on(redaction: b
         may_transform=redactor.may_redact,
     )
     assert (batch.accepted, batch.dead_lettered) == (1, 1)
-    dead, event = batch.records
-    assert (dead.topic, event.topic) == (DEAD_LETTER, EVENTS)
-    headers = dict(dead.headers)
-    assert headers["reason"].startswith(b"item is unreadable")
-    if redaction:
+    if redaction:  # withheld where it stood
+        dead, event = batch.records
+        headers = dict(dead.headers)
+        assert headers["reason"] == b"missing or non-string field 'stage'"
         assert headers["content-withheld"] == b"true" and secret not in dead.value
         summary = orjson.loads(dead.value)
         assert summary["auditID"] == "deep-1" and summary["objectRef"]["name"] == "db"
-    else:
-        assert "content-withheld" not in headers and dead.value == unreadable
+    else:  # listed with its text in the request's one dead letter of invalid items
+        event, dead = batch.records
+        assert "content-withheld" not in dict(dead.headers)
+        [listed] = orjson.loads(dead.value)["listed"]
+        assert listed["item"].encode() == unreadable
+    assert (dead.topic, event.topic) == (DEAD_LETTER, EVENTS)
+
+
+def test_the_listing_of_invalid_items_stays_within_the_dead_letter_limit() -> None:
+    items: list[Any] = [{"n": "x" * 300}] * 100 + [[i] for i in range(5000)]
+    batch = build_batch(
+        items, "audit.k8s.io/v1", "c", fits=lambda value: True, dead_letter_limit=20_000
+    )
+    [record] = batch.records
+    assert batch.dead_lettered == len(items)
+    assert len(record.value) <= 20_000
+    listing = orjson.loads(record.value)
+    listed = listing["listed"]
+    assert listing["invalid"] == len(items) == len(listed) + listing["unlisted"]
+    assert [entry["index"] for entry in listed] == list(range(len(listed)))
+    assert all("reason" in entry and "size" in entry for entry in listed)
+    assert "item" in listed[0] and any("item" not in entry for entry in listed)

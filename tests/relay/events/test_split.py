@@ -1,7 +1,8 @@
 """Items passed through as their own bytes: the same records, and the same answers, as parsing.
 
 Each test builds the records of one body twice, by ``relay.events.split.split`` (msgspec, raw
-items) and by the full parse (orjson) that the relay used before, and compares them.
+items) and by the full parse (orjson) that the relay used before, and compares them; and an item
+nothing parses whole is read, or dead-lettered, alone (issue 22).
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from msgspec import Raw
 
 from audit_common import json_text
 from audit_common.errors import BadRequest
+from audit_common.escaped_bytes import unescape
+from audit_common.headers import ESCAPED_BYTES
 from relay.events.build import Batch, build_batch
+from relay.events.clearance import parse_item
 from relay.events.records import DEAD_LETTER, EVENTS
 from relay.events.redact import MARKER_PREFIX, Redactor
-from relay.events.split import items_of, parse_json, split
-from tests.support import json_grammar
+from relay.events.split import DEFAULT_API_VERSION, split
+from tests.support import apiserver_json, json_grammar
 from tests.support.corpus import corpus_events, event_list
 
 REDACTOR = Redactor(b"f" * 32)
@@ -28,6 +32,13 @@ REDACTOR = Redactor(b"f" * 32)
 ITEMS = [
     {k: v for k, v in event.items() if k not in ("kind", "apiVersion")} for event in corpus_events()
 ]
+
+
+def full_parse(body: bytes) -> tuple[list[Any], str]:
+    """The items as the relay read them before passing them through: each parsed."""
+    document = parse_item(body)
+    items = document["items"] if document.get("kind") == "EventList" else [document]
+    return items or [], document.get("apiVersion") or DEFAULT_API_VERSION
 
 
 def batch_of(items: list[Any], api_version: str, **options: Any) -> Batch:
@@ -57,7 +68,7 @@ def value(raw: bytes) -> Any:
 def both_ways(body: bytes, **options: Any) -> tuple[Batch, Batch]:
     """The batch of ``body`` through the pass-through, and through the full parse."""
     fast = batch_of(*split(body), **options)
-    full = batch_of(*items_of(parse_json(body)), **options)
+    full = batch_of(*full_parse(body), **options)
     assert records(fast) == records(full)
     assert (fast.accepted, fast.dead_lettered, fast.truncated, fast.transformed) == (
         full.accepted,
@@ -98,7 +109,10 @@ def test_items_that_cannot_pass_through_give_the_records_of_the_full_parse(
 ) -> None:
     items: list[Any] = [ITEMS[0], {**ITEMS[1], **change}, ITEMS[2], [1], "x", None]
     fast, _ = both_ways(event_list(items))
-    assert [record.topic for record in fast.records][3:] == [DEAD_LETTER] * 3
+    # The three invalid items, and the second when it is one, in one dead letter after the events.
+    assert [record.topic for record in fast.records][-1:] == [DEAD_LETTER]
+    assert fast.dead_lettered in (3, 4)
+    assert orjson.loads(fast.records[-1].value)["invalid"] == fast.dead_lettered
 
 
 def test_an_item_written_over_several_lines_is_published_on_one() -> None:
@@ -108,16 +122,46 @@ def test_an_item_written_over_several_lines_is_published_on_one() -> None:
     assert b"\n" not in fast.records[0].value
 
 
-@pytest.mark.parametrize("inside", [b'"\xff\xfe"', b'"\xed\xa0\x80"', b"NaN", b"01", b'"\\x"'])
-def test_bodies_that_are_not_json_are_refused_for_the_reason_orjson_gives(inside: bytes) -> None:
-    body = event_list([ITEMS[0], {**ITEMS[1], "requestObject": "@"}])
+@pytest.mark.parametrize("inside", [b"NaN", b"01", b'"\\x"', b"[1 2]", b'"a\tb"', b"{1}", b"[}"])
+def test_an_item_that_is_not_json_is_dead_lettered_alone(inside: bytes) -> None:
+    body = event_list([ITEMS[0], {**ITEMS[1], "requestObject": "@"}, ITEMS[2]])
     body = body.replace(b'"@"', inside)
-    with pytest.raises(BadRequest) as full:
-        parse_json(body)
-    with pytest.raises(BadRequest) as fast:
-        split(body)
-    assert str(fast.value) == str(full.value)
-    assert str(fast.value).startswith("body is not valid JSON: ")
+    batch = batch_of(*split(body))
+    assert (batch.accepted, batch.dead_lettered) == (2, 1)
+    assert [r.key for r in batch.records[:2]] == [
+        ITEMS[0]["auditID"].encode(),
+        ITEMS[2]["auditID"].encode(),
+    ]
+    listing = orjson.loads(batch.records[2].value)
+    assert [entry["index"] for entry in listing["listed"]] == [1]
+    assert listing["listed"][0]["item"].encode() == orjson.dumps(
+        {**ITEMS[1], "requestObject": "@"}
+    ).replace(b'"@"', inside)
+
+
+@pytest.mark.parametrize(
+    ("inside", "escaped"),
+    [
+        (b'"\xff\xfe"', 2),
+        (b'"\xed\xa0\x80"', 3),  # an encoded surrogate is no UTF-8
+        (b'"\xe9\xff\xfe \xee\xbe\x80"', 6),  # U+EF80 as sent is escaped too: reversible
+    ],
+)
+def test_an_item_with_bytes_that_are_not_utf8_is_published_escaped(
+    inside: bytes, escaped: int
+) -> None:
+    body = event_list([ITEMS[0], {**ITEMS[1], "requestObject": "@"}, ITEMS[2]])
+    body = body.replace(b'"@"', inside)
+    batch = batch_of(*split(body))
+    assert (batch.accepted, batch.dead_lettered) == (3, 0)
+    record = batch.records[1]
+    sent = orjson.dumps({**ITEMS[1], "requestObject": "@"}).replace(b'"@"', inside)
+    assert unescape(record.value) == b'{"kind":"Event","apiVersion":"audit.k8s.io/v1",' + sent[1:]
+    record.value.decode()  # UTF-8 now
+    assert dict(record.headers)[ESCAPED_BYTES] == str(escaped).encode()
+    # Each byte escaped is a character of three bytes.
+    assert len(record.value) - len(unescape(record.value)) == 2 * escaped
+    assert all(ESCAPED_BYTES not in dict(r.headers) for r in (batch.records[0], batch.records[2]))
 
 
 @pytest.mark.parametrize(
@@ -153,28 +197,60 @@ def test_valid_json_reaches_kafka_byte_for_byte(inside: bytes, redact: bool) -> 
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "answer"),
     [
-        orjson.dumps(ITEMS[0]),
-        orjson.dumps({**ITEMS[0], "kind": "Event"}),
-        b'{"kind":"EventList","apiVersion":"v1","items":[]}',
-        b'{"kind":"EventList","items":null}',
-        b'{"kind":"EventList","items":{}}',
-        b'{"kind":"Pod"}',
-        b"[]",
-        b"  ",
+        (orjson.dumps(ITEMS[0]), 1),
+        (orjson.dumps({**ITEMS[0], "kind": "Event"}), 1),
+        (
+            orjson.dumps({**ITEMS[0], "kind": "Event", "x": "@"}).replace(b"@", b"\xff"),
+            1,
+        ),
+        (b'{"kind":"EventList","items":[]}', 0),
+        (b'{"kind":"EventList","items":null}', 0),
+        (b'{"kind":"EventList"}', 0),
+        (b'{"kind":"EventList","apiVersion":"v1","items":[]}', "unsupported apiVersion 'v1'"),
+        (b'{"kind":"EventList","items":{}}', "EventList.items is not a list"),
+        (b'{"kind":"EventList","items":3}', "EventList.items is not a list"),
+        (b'{"kind":"Pod"}', "kind 'Pod' is neither EventList nor Event"),
+        (b'{"a":"\xff"}', "kind None is neither EventList nor Event"),
+        (b"[]", "body is not valid JSON: expected an object"),
+        (b'"x"', "body is not valid JSON: expected an object"),
+        (b"  ", "empty body"),
+        (b"", "empty body"),
     ],
 )
-def test_other_bodies_get_the_answers_of_the_full_parse(body: bytes) -> None:
-    try:
-        expected: Any = items_of(parse_json(body))
-    except BadRequest as exc:
-        expected = str(exc)
-    try:
-        got: Any = split(body)
-    except BadRequest as exc:
-        got = str(exc)
-    assert got == expected
+def test_other_bodies(body: bytes, answer: int | str) -> None:
+    if isinstance(answer, int):
+        items, version = split(body)
+        assert (len(items), version) == (answer, DEFAULT_API_VERSION)
+    else:
+        with pytest.raises(BadRequest) as refused:
+            split(body)
+        assert str(refused.value).startswith(answer)
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        lambda body: body[: len(body) // 2],  # truncated inside an item
+        lambda body: body.rstrip()[:-1],  # without the last brace
+        lambda body: body.replace(b'"verb":"', b'"verb":', 1),  # a string that never ends
+        lambda body: body + b"{}",
+        lambda body: body.rstrip()[:-2] + b"}}",  # the array closed by a brace
+    ],
+)
+def test_a_torn_body_is_refused_whole(cut: Any) -> None:
+    body = cut(event_list(ITEMS[:3]))
+    with pytest.raises(BadRequest) as refused:
+        split(body)
+    assert str(refused.value).startswith("body is not valid JSON: ")
+
+
+def test_a_single_event_body_is_read_as_an_eventlist_item_is() -> None:
+    body = orjson.dumps({**ITEMS[0], "apiVersion": "audit.k8s.io/v1beta1"})
+    items, version = split(body)
+    batch = batch_of(items, version)
+    assert (batch.accepted, version) == (1, "audit.k8s.io/v1beta1")
 
 
 def secret_item(resource: str, kind: str = "Secret") -> dict[str, Any]:
@@ -214,45 +290,42 @@ def test_events_that_do_not_fit_are_truncated() -> None:
     assert b"yyyy" not in fast.records[0].value
 
 
-@pytest.mark.parametrize("depth", [300, 990, 1000, 1030])
-def test_deeply_nested_items_get_the_answer_of_the_full_parse(depth: int) -> None:
-    body = event_list([{**ITEMS[0], "requestObject": "@"}])
-    body = body.replace(b'"@"', b"[" * depth + b"1" + b"]" * depth)
-    try:
-        parse_json(body)
-    except BadRequest as full:
-        with pytest.raises(BadRequest) as fast:
-            split(body)
-        assert str(fast.value) == str(full)
-    else:
-        both_ways(body)
+@pytest.mark.parametrize("depth", [300, 990, 1000, 1030, 1102, 4002, 10_000])
+@pytest.mark.parametrize("redact", [False, True], ids=["plain", "redactor"])
+def test_deeply_nested_items_are_published_as_their_own_bytes(depth: int, redact: bool) -> None:
+    # A merge patch as kube-apiserver logs it: Go's decoder accepts 10,000 levels.
+    deep = orjson.dumps({**ITEMS[1], "requestObject": "@"})
+    deep = deep.replace(b'"@"', b'{"a":' * depth + b"1" + b"}" * depth)
+    body = event_list([ITEMS[0], "@item", ITEMS[2]]).replace(b'"@item"', deep)
+    options = {"transform": REDACTOR.redact, "may_transform": REDACTOR.may_redact} if redact else {}
+    batch = batch_of(*split(body), **options)
+    assert (batch.accepted, batch.dead_lettered) == (3, 0)
+    assert batch.records[1].value == b'{"kind":"Event","apiVersion":"audit.k8s.io/v1",' + deep[1:]
+    assert batch.records[1].key == ITEMS[1]["auditID"].encode()
 
 
-def test_items_of_event_list_single_event_and_legacy_version() -> None:
-    event = corpus_events()[0]
-    assert items_of(
-        {"kind": "EventList", "apiVersion": "audit.k8s.io/v1beta1", "items": [event]}
-    ) == (
-        [event],
-        "audit.k8s.io/v1beta1",
+def test_a_deep_item_that_does_not_fit_loses_its_objects() -> None:
+    deep = orjson.dumps({**ITEMS[1], "requestObject": "@"})
+    deep = deep.replace(b'"@"', b"[" * 5000 + b"]" * 5000)
+    body = event_list(["@item"]).replace(b'"@item"', deep)
+    batch = batch_of(*split(body), fits=lambda v: len(v) < 5000)
+    assert (batch.accepted, batch.truncated) == (1, 1)
+    assert b"requestObject" not in batch.records[0].value
+    assert b'"audit.k8s.io/truncated":"true"' in batch.records[0].value
+
+
+def test_a_deep_item_that_may_hold_a_secret_is_withheld() -> None:
+    deep = orjson.dumps(secret_item("secrets")).replace(
+        b'"aHVudGVyMg=="', b"[" * 2000 + b'"aHVudGVyMg=="' + b"]" * 2000
     )
-    assert items_of({"kind": "EventList", "items": None}) == ([], "audit.k8s.io/v1")
-    assert items_of(event)[0] == [event]
-
-
-@pytest.mark.parametrize(
-    "document",
-    [
-        [],
-        "x",
-        {"kind": "Pod"},
-        {"kind": "EventList", "apiVersion": "v1", "items": []},
-        {"kind": "EventList", "items": 3},
-    ],
-)
-def test_items_of_refuses_what_is_not_an_audit_document(document: object) -> None:
-    with pytest.raises(BadRequest):
-        items_of(document)
+    body = event_list([ITEMS[0], "@item"]).replace(b'"@item"', deep)
+    batch = batch_of(*split(body), transform=REDACTOR.redact, may_transform=REDACTOR.may_redact)
+    assert (batch.accepted, batch.dead_lettered) == (1, 1)
+    [withheld] = [r for r in batch.records if r.topic == DEAD_LETTER]
+    assert dict(withheld.headers)["content-withheld"] == b"true"
+    summary = orjson.loads(withheld.value)
+    assert summary["auditID"] == secret_item("secrets")["auditID"] and summary["size"] == len(deep)
+    assert all(b"aHVudGVyMg" not in r.value for r in batch.records)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -269,3 +342,47 @@ def test_any_json_the_grammar_allows_reaches_kafka_byte_for_byte(
     assert (record.topic, batch.accepted) == (EVENTS, 1)
     expected = json_text.one_line(item)
     assert record.value == b'{"kind":"Event","apiVersion":"audit.k8s.io/v1",' + expected[1:]
+
+
+def published_as_sent(batch: Batch, items: list[bytes]) -> None:
+    """Each item a record whose value, the escape undone, is the item as sent."""
+    assert (batch.accepted, batch.dead_lettered) == (len(items), 0)
+    envelope = b'{"kind":"Event","apiVersion":"audit.k8s.io/v1",'
+    for record, item in zip(batch.records, items, strict=True):
+        escaped = ESCAPED_BYTES in dict(record.headers)
+        record.value.decode()  # UTF-8, escaped or not
+        assert (unescape(record.value) if escaped else record.value) == envelope + item[1:]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    objects=st.lists(
+        st.one_of(apiserver_json.VALUES, apiserver_json.DEEP_VALUES), min_size=1, max_size=3
+    ),
+    notes=st.lists(apiserver_json.STRINGS, min_size=3, max_size=3),
+)
+def test_whatever_the_apiserver_writes_is_published_as_sent(
+    objects: list[bytes], notes: list[bytes]
+) -> None:
+    items = [
+        apiserver_json.item(ITEMS[index], value, note)
+        for index, (value, note) in enumerate(zip(objects, notes, strict=False))
+    ]
+    published_as_sent(batch_of(*split(apiserver_json.event_list(items))), items)
+
+
+@settings(
+    max_examples=3,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(huge=apiserver_json.HUGE_VALUES)
+def test_an_item_of_several_megabytes_is_truncated_alone(huge: bytes) -> None:
+    items = [orjson.dumps(ITEMS[0]), apiserver_json.item(ITEMS[1], huge), orjson.dumps(ITEMS[2])]
+    body = apiserver_json.event_list(items)
+    batch = batch_of(*split(body), fits=lambda value: len(value) < 1 << 20)
+    assert (batch.accepted, batch.truncated) == (3, 1)
+    published_as_sent(Batch(batch.records[::2], accepted=2), items[::2])
+    truncated = orjson.loads(batch.records[1].value)
+    assert "requestObject" not in truncated
+    assert truncated["annotations"]["audit.k8s.io/truncated"] == "true"
