@@ -12,13 +12,13 @@ from aiokafka import AIOKafkaProducer
 
 from relay.events.build import encode_event, event_headers, timestamp_ms
 from relay.events.split import DEFAULT_API_VERSION
-from tests.support.corpus import corpus_events
+from tests.support.events import audit_events
 
 
 def with_fresh_ids(count: int) -> list[dict[str, Any]]:
     """``count`` corpus events (cycled) as a live cluster would send them now: each with its own
     new auditID and current timestamps (Kafka time retention deletes records stamped 2018)."""
-    corpus = corpus_events()
+    corpus = audit_events()
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     events = []
     for index in range(count):

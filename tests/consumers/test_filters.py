@@ -8,7 +8,7 @@ import pytest
 from audit_common.errors import ConfigError
 from consumers.events import ConsumedEvent, decode
 from consumers.filters import EventFilter, parse_rule
-from tests.support.corpus import corpus_events
+from tests.support.events import audit_events
 
 NOISE = "verb=get|list|watch,user=system:*"
 CHANGES = (
@@ -87,9 +87,7 @@ def test_include_and_exclude_combine() -> None:
 
 
 def test_no_rules_accept_the_whole_corpus() -> None:
-    events = [
-        decode(orjson.dumps(e), [], topic="t", partition=0, offset=0) for e in corpus_events()
-    ]
+    events = [decode(orjson.dumps(e), [], topic="t", partition=0, offset=0) for e in audit_events()]
     assert all(EventFilter().accepts(e) for e in events)
 
 

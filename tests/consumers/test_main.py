@@ -17,7 +17,7 @@ import pytest
 from relay.events.build import invalid_reason
 from tests.consumers.conftest import StartConsumer
 from tests.consumers.messages import original_row, produce_events, with_fresh_ids
-from tests.support.corpus import corpus_events, event_list
+from tests.support.events import audit_events, event_list
 from tests.support.kafka import committed_and_end, unique_topic
 from tests.support.net import unused_port, wait_until
 from tests.support.processes import Process, ProcessFactory, wait_for_exit_or_fail
@@ -52,7 +52,7 @@ async def test_the_corpus_from_a_post_to_csv_rows(
     start_relay: Any, start_consumer: StartConsumer, http: aiohttp.ClientSession
 ) -> None:
     relay = await start_relay()
-    events = corpus_events()
+    events = audit_events()
     publishable = [e for e in events if invalid_reason(e) is None]
     async with http.post(relay.url, data=event_list(events)) as response:
         assert response.status == 200
@@ -236,8 +236,8 @@ async def test_metrics_and_healthz(
         "--exclude", "verb=delete", "--metrics-listen", f"127.0.0.1:{port}",
     )  # fmt: skip
     # The corpus, and three of its events again byte for byte, as a re-sent batch brings them.
-    repeats = [e for e in corpus_events() if e.get("verb") != "delete"][:3]
-    events = corpus_events() + repeats
+    repeats = [e for e in audit_events() if e.get("verb") != "delete"][:3]
+    events = audit_events() + repeats
     await produce_events(kafka_bootstrap, topic, events)
     deletes = sum(1 for e in events if e.get("verb") == "delete")
     base = f"http://127.0.0.1:{port}"

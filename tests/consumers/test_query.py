@@ -16,7 +16,7 @@ import pytest
 from audit_common.errors import ConfigError
 from consumers.query import build_parser, fetch, glob_to_like, parse_time, settings_from_args
 from tests.consumers.sinks.test_postgres import consumed, postgres_sink
-from tests.support.corpus import corpus_events
+from tests.support.events import audit_events
 from tests.support.net import unused_port
 from tests.support.postgres import password_of, without_password
 
@@ -27,7 +27,7 @@ NOW = datetime(2024, 6, 4, 12, 0, tzinfo=UTC)
 async def store(postgres_dsn: str) -> str:
     """A store holding the corpus, as the sink wrote it from cluster 'prod'."""
     async with postgres_sink(postgres_dsn) as sink:
-        await sink.write(consumed(corpus_events(), "prod"))
+        await sink.write(consumed(audit_events(), "prod"))
         await sink.flush()
     return postgres_dsn
 
@@ -46,7 +46,7 @@ def query(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 def matching(**wanted: Any) -> list[dict[str, Any]]:
     """Corpus events whose fields hold the wanted values; None means any."""
     found = []
-    for event in corpus_events():
+    for event in audit_events():
         ref = event.get("objectRef") or {}
         fields = {
             "user": event["user"]["username"],

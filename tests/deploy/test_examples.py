@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from audit_common.samples import sample_events
-from tests.support.corpus import event_list
+from tests.support.events import event_list
 from tests.support.kafka import REPO, read_topic
 from tests.support.relay import StartRelay
 

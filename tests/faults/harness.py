@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.corpus import corpus_events, event_list
+from tests.support.events import audit_events, event_list
 from tests.support.kafka import read_topic, topic_size, unique_topic
 from tests.support.net import unused_port, wait_until
 from tests.support.processes import Process, ProcessFactory
@@ -178,7 +178,7 @@ class Load:
         self.interval = 1 / batches_per_s
         self.batch_size = batch_size
         self.retry = retry
-        self.events = corpus_events()
+        self.events = audit_events()
         self.batches = 0
         self._stopping = asyncio.Event()
         self._posters: set[asyncio.Task[None]] = set()

@@ -14,7 +14,7 @@ from relay.events.records import OutboundRecord
 from relay.kafka.publisher import KafkaPublisher, PublisherSettings
 from relay.metrics import RelayMetrics
 from relay.settings import RelaySettings
-from tests.support.corpus import corpus_events, event_list
+from tests.support.events import audit_events, event_list
 from tests.support.net import wait_until
 
 
@@ -28,7 +28,7 @@ async def test_requests_over_the_bound_get_503_and_the_rest_go_through() -> None
         await release.wait()
         delivered.append(len(records))
 
-    body = event_list(corpus_events()[:20])
+    body = event_list(audit_events()[:20])
     limit = inflight_limit(
         len(body) * 2, settings.path, settings.max_body_bytes, metrics, unanswered=lambda: 0
     )
@@ -60,7 +60,7 @@ async def test_bytes_held_for_answered_requests_count_against_the_bound() -> Non
     """Records a producer still holds after their request got its 503 take from the bound."""
     settings = RelaySettings(publisher=PublisherSettings(KafkaConnection()))
     metrics = RelayMetrics()
-    body = event_list(corpus_events()[:20])
+    body = event_list(audit_events()[:20])
     unanswered = len(body)
 
     async def deliver(records: Sequence[OutboundRecord]) -> None:

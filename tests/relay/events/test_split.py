@@ -21,12 +21,12 @@ from relay.events.records import DEAD_LETTER, EVENTS
 from relay.events.redact import MARKER_PREFIX, Redactor
 from relay.events.split import items_of, parse_json, split
 from tests.support import json_grammar
-from tests.support.corpus import corpus_events, event_list
+from tests.support.events import audit_events, event_list
 
 REDACTOR = Redactor(b"f" * 32)
 # As the apiserver posts them in an EventList: no kind or apiVersion of their own.
 ITEMS = [
-    {k: v for k, v in event.items() if k not in ("kind", "apiVersion")} for event in corpus_events()
+    {k: v for k, v in event.items() if k not in ("kind", "apiVersion")} for event in audit_events()
 ]
 
 
@@ -229,7 +229,7 @@ def test_deeply_nested_items_get_the_answer_of_the_full_parse(depth: int) -> Non
 
 
 def test_items_of_event_list_single_event_and_legacy_version() -> None:
-    event = corpus_events()[0]
+    event = audit_events()[0]
     assert items_of(
         {"kind": "EventList", "apiVersion": "audit.k8s.io/v1beta1", "items": [event]}
     ) == (
