@@ -27,14 +27,18 @@ def jsonl_ids(*paths: Path) -> list[str]:
     """The auditIDs of every whole line of the files (and their rotated siblings), oldest first.
 
     A line without its newline is one a SIGKILL cut short: the consumer drops it on restart.
+    While the consumer runs, a file may rotate away between the listing and its reading: its
+    lines are then missed this once (callers wait until they see enough).
     """
     ids = []
     for path in paths:
         siblings = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]))
         for file in [*siblings, path]:
-            if file.exists():
+            try:
                 whole_lines = file.read_bytes().split(b"\n")[:-1]
-                ids.extend(orjson.loads(line)["auditID"] for line in whole_lines)
+            except FileNotFoundError:
+                continue
+            ids.extend(orjson.loads(line)["auditID"] for line in whole_lines)
     return ids
 
 
