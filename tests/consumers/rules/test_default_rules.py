@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from audit_common.samples import sample_events
 from consumers.rules.ruleset import DEFAULT_RULES, RuleSet, load_rules
 from tests.support.audit_policy import AuditPolicy, Event, Request
 from tests.support.corpus import corpus_file_events
@@ -360,3 +361,28 @@ def test_alerts_under_the_shipped_policy_name_what_they_report() -> None:
     [token] = SHIPPED.audit(named("token request"))
     [alert] = default_rules().evaluate(token)
     assert 'audiences=["vault"] expiration=3600' in alert.output
+
+
+def test_on_the_samples_every_exec_alerts_once_as_it_starts() -> None:
+    events = sample_events(1000)
+    execs = [e["auditID"] for e in events if e["objectRef"].get("subresource") == "exec"]
+    assert len(execs) == 2 * len(set(execs)) - (execs.count(execs[-1]) == 1)  # last may be cut
+    alerts = [
+        (event["auditID"], event["stage"])
+        for event in events
+        for alert in default_rules().evaluate(event)
+        if alert.rule == "Shell Into Pod"
+    ]
+    assert sorted(alerts) == sorted((audit_id, "ResponseStarted") for audit_id in set(execs))
+
+
+def test_the_samples_hold_what_the_shipped_policy_writes() -> None:
+    """Every level and stage the policy gives the requests of tests.support.events is among
+    the samples', and the rules that read request bodies fire on them."""
+    events = sample_events(1000)
+    shipped = {(e["level"], e["stage"]) for r in REQUESTS.values() for e in SHIPPED.audit(r)}
+    assert shipped <= {(event["level"], event["stage"]) for event in events}
+    fired_on_samples = {alert.rule for event in events for alert in default_rules().evaluate(event)}
+    assert {"Shell Into Pod", "ConfigMap With Credentials", "Pod With Host Access Created"} <= (
+        fired_on_samples
+    )
