@@ -305,17 +305,18 @@ def _configmap(cluster: _Cluster) -> dict[str, Any]:
     rng = cluster.rng
     namespace = rng.choice(_NAMESPACES[:4])
     name = rng.choice(("app-config", "feature-flags", "nginx-conf"))
+    data = {
+        "LOG_LEVEL": rng.choice(("info", "debug")),
+        "DATABASE_URL": f"postgres://app:{rng.getrandbits(48):012x}@db.{namespace}:5432/app",
+    }
+    if rng.random() < 0.3:  # a credential where a Secret belongs
+        data["SMTP_PASSWORD"] = f"{rng.getrandbits(64):016x}"
     configmap = {
         "kind": "ConfigMap",
         "apiVersion": "v1",
         "metadata": _metadata(cluster, name, namespace),
-        "data": {
-            "LOG_LEVEL": rng.choice(("info", "debug")),
-            "DATABASE_URL": f"postgres://app:{rng.getrandbits(48):012x}@db.{namespace}:5432/app",
-        },
+        "data": data,
     }
-    if rng.random() < 0.3:  # a credential where a Secret belongs
-        configmap["data"]["SMTP_PASSWORD"] = f"{rng.getrandbits(64):016x}"
     ref = {"resource": "configmaps", "namespace": namespace, "name": name, "apiVersion": "v1"}
     uri = f"/api/v1/namespaces/{namespace}/configmaps"
     user = rng.choice(cluster.people)
