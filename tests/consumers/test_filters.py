@@ -86,7 +86,7 @@ def test_include_and_exclude_combine() -> None:
     assert not event_filter.accepts(event(objectRef={"resource": "pods", "namespace": "app"}))
 
 
-def test_no_rules_accept_the_whole_corpus() -> None:
+def test_no_rules_accept_every_event() -> None:
     events = [decode(orjson.dumps(e), [], topic="t", partition=0, offset=0) for e in audit_events()]
     assert all(EventFilter().accepts(e) for e in events)
 

@@ -52,7 +52,7 @@ def event_key(event: dict[str, Any]) -> tuple[Any, ...]:
     return event["auditID"], event.get("stage"), event.get("stageTimestamp")
 
 
-async def test_the_corpus_from_a_post_to_csv_rows(
+async def test_every_event_from_a_post_to_csv_rows(
     start_relay: Any, start_consumer: StartConsumer, http: aiohttp.ClientSession
 ) -> None:
     relay = await start_relay()
@@ -61,7 +61,7 @@ async def test_the_corpus_from_a_post_to_csv_rows(
     async with http.post(relay.url, data=event_list(events)) as response:
         assert response.status == 200
         assert (await response.json())["accepted"] == len(publishable)
-    # Two pairs of distinct corpus events share (auditID, stage, stageTimestamp): both of each
+    # Two pairs of distinct events share (auditID, stage, stageTimestamp): both of each
     # pair are rows; the default dedupe window drops only identical repeats.
     expected = publishable
     assert len({event_key(e) for e in expected}) < len(expected)
@@ -239,7 +239,7 @@ async def test_metrics_and_healthz(
         "--sink", "jsonl", "--topic", topic, "--output", str(tmp_path / "out.jsonl"),
         "--exclude", "verb=delete", "--metrics-listen", f"127.0.0.1:{port}",
     )  # fmt: skip
-    # The corpus, and three of its events again byte for byte, as a re-sent batch brings them.
+    # The events, and three of them again byte for byte, as a re-sent batch brings them.
     repeats = [e for e in audit_events() if e.get("verb") != "delete"][:3]
     events = audit_events() + repeats
     await produce_events(kafka_bootstrap, topic, events)

@@ -60,7 +60,7 @@ async def committed_at_least(
     return committed >= count
 
 
-async def test_the_corpus_from_a_post_to_the_table(
+async def test_every_event_from_a_post_to_the_table(
     start_relay: Any,
     start_consumer: StartConsumer,
     http: aiohttp.ClientSession,

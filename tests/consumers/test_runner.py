@@ -207,13 +207,13 @@ async def test_filters_apply_before_the_sink(
     topic = await new_topic(1)
     events = audit_events()
     await produce_events(kafka_bootstrap, topic, events)
-    # The corpus holds two events twice; the window is off to see the filter alone.
+    # The events hold two pairs that share a key; the window is off to see the filter alone.
     no_dedupe = ("--dedupe-window", "0")
     async with running(kafka_bootstrap, topic, "recording", *flags, *no_dedupe) as (runner, sink):
         await wait_until(
             lambda: sample(runner.metrics, "audit_consumer_events_consumed_total") == len(events),
             timeout=30,
-            what="the corpus consumed",
+            what="the events consumed",
         )
     kept = [event.audit_id for event in sink.events]
     assert kept == [event["auditID"] for event in events if keeps(event)]

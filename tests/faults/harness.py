@@ -1,7 +1,7 @@
 """Fault-test harness: a real relay process, a steady bounded load, and counting at the far end.
 
-The load posts EventLists of corpus events, each event with an auditID of its own, at a fixed
-rate, and re-posts a batch that was not answered 200, as kube-apiserver does. The tally counts
+The load posts EventLists of tests.support.events, each event with an auditID of its own, at a
+fixed rate, and re-posts a batch that was not answered 200, as kube-apiserver does. The tally counts
 every event by (auditID, stage): sent, acknowledged (its batch got a 200), and delivered (read
 back from the topic), and the duplicates among the delivered.
 """

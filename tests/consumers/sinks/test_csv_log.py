@@ -51,7 +51,7 @@ async def write_csv(tmp_path: Path, events: list[ConsumedEvent], *flags: str) ->
     return output.read_text(encoding="utf-8")
 
 
-async def test_corpus_rows_read_back_field_by_field(tmp_path: Path) -> None:
+async def test_rows_read_back_field_by_field(tmp_path: Path) -> None:
     events = audit_events()
     text = await write_csv(tmp_path, [consumed(e) for e in events])
     rows = list(csv.reader(io.StringIO(text)))

@@ -86,12 +86,12 @@ def expected_row(event: dict[str, Any], cluster: str) -> dict[str, Any]:
     }
 
 
-async def test_the_corpus_lands_in_the_table_field_by_field(postgres_dsn: str) -> None:
+async def test_every_event_lands_in_the_table_field_by_field(postgres_dsn: str) -> None:
     async with postgres_sink(postgres_dsn) as sink:
         await sink.write(consumed(audit_events()))
         await sink.flush()
     rows = await fetch(postgres_dsn, "SELECT * FROM audit_events ORDER BY id")
-    # Every event, the two pairs of distinct corpus events that share (auditID, stage,
+    # Every event, the two pairs of distinct events that share (auditID, stage,
     # stageTimestamp) included: only identical bytes are one event.
     keys = {(e["auditID"], e["stage"], e["stageTimestamp"]) for e in audit_events()}
     assert len(keys) < len(rows) == len(audit_events())

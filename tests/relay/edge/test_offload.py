@@ -23,10 +23,9 @@ from tests.support.net import wait_until
 
 
 def events(prefix: str, count: int) -> list[dict[str, Any]]:
-    corpus = audit_events()
+    made = audit_events()
     return [
-        {**corpus[index % len(corpus)], "auditID": f"{prefix}-{index:05d}"}
-        for index in range(count)
+        {**made[index % len(made)], "auditID": f"{prefix}-{index:05d}"} for index in range(count)
     ]
 
 

@@ -28,7 +28,7 @@ async def post(
         return response.status, await response.json()
 
 
-async def test_corpus_arrives_once_with_value_key_headers_and_timestamp(
+async def test_events_arrive_once_with_value_key_headers_and_timestamp(
     start_relay: StartRelay, http: aiohttp.ClientSession
 ) -> None:
     relay = await start_relay("--cluster", "prod-eu")
@@ -46,7 +46,7 @@ async def test_corpus_arrives_once_with_value_key_headers_and_timestamp(
     def canonical(document: dict) -> bytes:
         return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
-    # The corpus repeats some (auditID, stage, stageTimestamp): compare whole values as multisets.
+    # Some events share (auditID, stage, stageTimestamp): compare whole values as multisets.
     expected = [
         {**event, "kind": "Event", "apiVersion": event.get("apiVersion", "audit.k8s.io/v1")}
         for event in events
@@ -222,11 +222,11 @@ async def test_a_large_body_is_answered_and_arrives_whole(
     start_relay: StartRelay, http: aiohttp.ClientSession
 ) -> None:
     relay = await start_relay("--max-message-bytes", "200000")
-    corpus = audit_events()
+    made = audit_events()
     items: list[object] = [
-        {**corpus[n % len(corpus)], "auditID": f"large-{n:05d}"} for n in range(1000)
+        {**made[n % len(made)], "auditID": f"large-{n:05d}"} for n in range(1000)
     ]
-    oversized = {**corpus[0], "auditID": "large-oversized"}
+    oversized = {**made[0], "auditID": "large-oversized"}
     oversized["requestObject"] = {"blob": os.urandom(300_000).hex()}  # compressed: 300 KB
     body = event_list([*items, oversized, "not an event"])
     assert len(body) > INLINE_BODY_BYTES  # built in a thread, with the same code
