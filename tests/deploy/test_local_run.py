@@ -87,27 +87,17 @@ def test_the_suite_collects_and_the_rules_and_filter_tests_pass_in_a_bare_clone(
     assert setup.returncode == 0, setup.stderr[-3000:]
     # The outer session's settings are not the clone's.
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
-    pytest_in_clone = [str(clone / ".venv" / "bin" / "pytest"), "-p", "no:cacheprovider"]
-    collected = subprocess.run(
-        [*pytest_in_clone, "--collect-only", "-q"],
-        cwd=clone,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+
+    def pytest_in_clone(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(clone / ".venv" / "bin" / "pytest"), "-p", "no:cacheprovider", *args]
+        return subprocess.run(
+            command, cwd=clone, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+
+    collected = pytest_in_clone("--collect-only", "-q")
     assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
     assert re.search(r"^\d+ tests collected", collected.stdout, flags=re.MULTILINE)
-    ran = subprocess.run(
-        [*pytest_in_clone, "-q", "-rs", "tests/consumers/rules", "tests/consumers/test_filters.py"],
-        cwd=clone,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    ran = pytest_in_clone("-q", "-rs", "tests/consumers/rules", "tests/consumers/test_filters.py")
     assert ran.returncode == 0, ran.stdout[-5000:] + ran.stderr[-3000:]
     summary = ran.stdout.splitlines()[-1]
     assert re.search(r"\d+ passed", summary) and "failed" not in summary, summary

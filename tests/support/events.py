@@ -67,18 +67,28 @@ def pod_body(
     }
 
 
-def pod_created(body: dict[str, Any], *, user: tuple[str, tuple[str, ...]] = ADMIN) -> Request:
-    namespace = body["metadata"].get("namespace", "default")
+def asked(
+    verb: str,
+    resource: str,
+    *,
+    user: tuple[str, tuple[str, ...]] = ADMIN,
+    namespace: str = "default",
+    body: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Request:
+    """A request of ``user`` (by default the admin of Falco's traces) in ``namespace``: its body,
+    if any, is also what the apiserver answers, with 201 to a create and 200 otherwise."""
+    fields.setdefault("response", body)
+    fields.setdefault("code", 201 if verb == "create" else 200)
     return Request(
-        user[0],
-        "create",
-        "pods",
-        namespace=namespace,
-        groups=user[1],
-        name=body["metadata"]["name"],
-        body=body,
-        response=body,
-        code=201,
+        user[0], verb, resource, namespace=namespace, groups=user[1], body=body, **fields
+    )
+
+
+def pod_created(body: dict[str, Any]) -> Request:
+    metadata = body["metadata"]
+    return asked(
+        "create", "pods", namespace=metadata["namespace"], name=metadata["name"], body=body
     )
 
 
@@ -91,18 +101,11 @@ def rule(resources: list[str], verbs: list[str], groups: tuple[str, ...] = ("",)
 
 
 def rbac_request(verb: str, resource: str, name: str, body: dict[str, Any] | None) -> Request:
-    code = 201 if verb == "create" else 200
-    return Request(
-        ADMIN[0],
-        verb,
-        resource,
-        group=RBAC,
-        groups=ADMIN[1],
-        name=name,
-        body=body,
-        response=body,
-        code=code,
-    )
+    return asked(verb, resource, namespace="", group=RBAC, name=name, body=body)
+
+
+def clusterrole_created(name: str, *rules: dict[str, Any]) -> Request:
+    return rbac_request("create", "clusterroles", name, role_body("ClusterRole", name, *rules))
 
 
 def binding_body(name: str, role: str) -> dict[str, Any]:
@@ -118,17 +121,7 @@ def binding_body(name: str, role: str) -> dict[str, Any]:
 def configmap_created(data: dict[str, str], name: str = "my-config") -> Request:
     body = {"kind": "ConfigMap", "apiVersion": "v1", "metadata": _meta(name, "default")}
     body["data"] = data
-    return Request(
-        ADMIN[0],
-        "create",
-        "configmaps",
-        namespace="default",
-        groups=ADMIN[1],
-        name=name,
-        body=body,
-        response=body,
-        code=201,
-    )
+    return asked("create", "configmaps", name=name, body=body)
 
 
 def secret_body(name: str, namespace: str = "default", **data: bytes) -> dict[str, Any]:
@@ -143,17 +136,7 @@ def secret_body(name: str, namespace: str = "default", **data: bytes) -> dict[st
 
 def secret_created(namespace: str = "default") -> Request:
     body = secret_body("example-secret", namespace, username=b"admin", password=b"s3cr3t-Pa55")
-    return Request(
-        ADMIN[0],
-        "create",
-        "secrets",
-        namespace=namespace,
-        groups=ADMIN[1],
-        name="example-secret",
-        body=body,
-        response=body,
-        code=201,
-    )
+    return asked("create", "secrets", namespace=namespace, name="example-secret", body=body)
 
 
 def service_created(service_type: str | None) -> Request:
@@ -164,31 +147,13 @@ def service_created(service_type: str | None) -> Request:
         spec["ports"][0]["nodePort"] = 30080
     body = {"kind": "Service", "apiVersion": "v1", "metadata": _meta("nginx", "default")}
     body["spec"] = spec
-    return Request(
-        ADMIN[0],
-        "create",
-        "services",
-        namespace="default",
-        groups=ADMIN[1],
-        name="nginx",
-        body=body,
-        response=body,
-        code=201,
-    )
+    return asked("create", "services", name="nginx", body=body)
 
 
 def namespace_request(verb: str, name: str, user: tuple[str, tuple[str, ...]]) -> Request:
     body = {"kind": "Namespace", "apiVersion": "v1", "metadata": _meta(name), "spec": {}}
-    return Request(
-        user[0],
-        verb,
-        "namespaces",
-        groups=user[1],
-        name=name,
-        body=body if verb == "create" else None,
-        response=body,
-        code=201 if verb == "create" else 200,
-    )
+    sent = body if verb == "create" else None
+    return asked(verb, "namespaces", user=user, namespace="", name=name, body=sent, response=body)
 
 
 def stream(subresource: str, *, allowed: bool = True) -> Request:
@@ -196,12 +161,9 @@ def stream(subresource: str, *, allowed: bool = True) -> Request:
     query = "command=bash&container=nginx&stdin=true&stdout=true&tty=true"
     if subresource == "attach":
         query = "container=nginx&stdin=true&stdout=true&tty=true"
-    return Request(
-        ADMIN[0],
+    return asked(
         "create",
         f"pods/{subresource}",
-        namespace="default",
-        groups=ADMIN[1],
         name="nginx-deployment-7998647bdf-phvq7",
         query=query,
         code=101 if allowed else 403,
@@ -236,13 +198,10 @@ REQUESTS: dict[str, Request] = {
         pod_body(container("nginx1"), container("nginx2"), host_paths=("/etc",))
     ),
     "pod mounting a harmless path": pod_created(pod_body(host_paths=("/var/log/app",))),
-    "deployment": Request(
-        ADMIN[0],
+    "deployment": asked(
         "create",
         "deployments",
         group="apps",
-        namespace="default",
-        groups=ADMIN[1],
         name="nginx-deployment",
         body={
             "kind": "Deployment",
@@ -265,32 +224,14 @@ REQUESTS: dict[str, Request] = {
         binding_body("some-reader-binding", "some-reader"),
     ),
     "binding deleted": rbac_request("delete", "clusterrolebindings", "some-reader-binding", None),
-    "clusterrole": rbac_request(
-        "create", "clusterroles", "some-reader", role_body("ClusterRole", "some-reader", _ROLE_PODS)
+    "clusterrole": clusterrole_created("some-reader", _ROLE_PODS),
+    "clusterrole with write verbs": clusterrole_created(
+        "some-writer", rule(["pods"], ["create", "update", "delete"])
     ),
-    "clusterrole with write verbs": rbac_request(
-        "create",
-        "clusterroles",
-        "some-writer",
-        role_body("ClusterRole", "some-writer", rule(["pods"], ["create", "update", "delete"])),
-    ),
-    "clusterrole with wildcard verbs": rbac_request(
-        "create",
-        "clusterroles",
-        "some-reader",
-        role_body("ClusterRole", "some-reader", rule(["pods"], ["*"])),
-    ),
-    "clusterrole with wildcard resources": rbac_request(
-        "create",
-        "clusterroles",
-        "some-reader",
-        role_body("ClusterRole", "some-reader", rule(["*"], ["get"])),
-    ),
-    "clusterrole granting pods/exec": rbac_request(
-        "create",
-        "clusterroles",
-        "pod-exec",
-        role_body("ClusterRole", "pod-exec", rule(["pods/exec"], ["create", "get"])),
+    "clusterrole with wildcard verbs": clusterrole_created("some-reader", rule(["pods"], ["*"])),
+    "clusterrole with wildcard resources": clusterrole_created("some-reader", rule(["*"], ["get"])),
+    "clusterrole granting pods/exec": clusterrole_created(
+        "pod-exec", rule(["pods/exec"], ["create", "get"])
     ),
     "clusterrole deleted": rbac_request("delete", "clusterroles", "some-reader", None),
     "system clusterrole patched": rbac_request(
@@ -304,27 +245,21 @@ REQUESTS: dict[str, Request] = {
     ),
     "secret created": secret_created(),
     "secret created in kube-system": secret_created("kube-system"),
-    "secret deleted": Request(
-        ADMIN[0], "delete", "secrets", namespace="default", groups=ADMIN[1], name="example-secret"
-    ),
-    "secret read": Request(
-        "system:serviceaccount:ci:deployer",
+    "secret deleted": asked("delete", "secrets", name="example-secret"),
+    "secret read": asked(
         "get",
         "secrets",
-        namespace="default",
-        groups=("system:serviceaccounts", "system:serviceaccounts:ci"),
+        user=("system:serviceaccount:ci:deployer", ("system:serviceaccounts",)),
         name="db-password",
         user_agent="python-requests/2.32",
     ),
-    "token secret by the controller manager": Request(
-        "system:kube-controller-manager",
+    "token secret by the controller manager": asked(
         "create",
         "secrets",
+        user=("system:kube-controller-manager", ("system:authenticated",)),
         namespace="test2",
-        groups=("system:authenticated",),
         name="default-token-7v4pb",
         body=secret_body("default-token-7v4pb", "test2", token=b"eyJhbGciOi.x.y"),
-        code=201,
     ),
     "configmap with credentials": configmap_created(
         {
@@ -335,28 +270,21 @@ REQUESTS: dict[str, Request] = {
     "configmap with a private key": configmap_created({"tls.key": _LONG_WAY_OUT}, "tls"),
     "configmap of colors": configmap_created({"ui.properties": "color.good=purple\n"}),
     "configmap": configmap_created({"LOG_LEVEL": "info", "REPLICAS": "3"}),
-    "configmap deleted": Request(
-        ADMIN[0], "delete", "configmaps", namespace="default", groups=ADMIN[1], name="my-config"
-    ),
+    "configmap deleted": asked("delete", "configmaps", name="my-config"),
     "service NodePort": service_created("NodePort"),
     "service ClusterIP": service_created("ClusterIP"),
     "service": service_created(None),
-    "serviceaccount": Request(
-        ADMIN[0],
+    "serviceaccount": asked(
         "create",
         "serviceaccounts",
-        namespace="default",
-        groups=ADMIN[1],
         name="deployer",
         body={"kind": "ServiceAccount", "apiVersion": "v1", "metadata": _meta("deployer")},
         code=201,
     ),
-    "token request": Request(
-        ADMIN[0],
+    "token request": asked(
         "create",
         "serviceaccounts/token",
         namespace="ci",
-        groups=ADMIN[1],
         name="deployer",
         body={
             "kind": "TokenRequest",
@@ -366,9 +294,7 @@ REQUESTS: dict[str, Request] = {
         code=201,
     ),
     "anonymous creates a namespace": namespace_request("create", "foo", ANONYMOUS),
-    "anonymous lists pods": Request(
-        ANONYMOUS[0], "list", "pods", namespace="default", groups=ANONYMOUS[1]
-    ),
+    "anonymous lists pods": asked("list", "pods", user=ANONYMOUS),
     "user creates a namespace": namespace_request("create", "foo", ADMIN),
     "another user creates a namespace": namespace_request(
         "create", "foo", ("some-user", ("system:authenticated",))
