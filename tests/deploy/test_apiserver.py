@@ -6,6 +6,7 @@ so the claims in its comments are checked against requests, not just read.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from tests.deploy.conftest import DEPLOY, load_yaml_documents, render
 from tests.support.audit_policy import AuditPolicy, Request
+from tests.support.events import REQUESTS
 
 APISERVER = DEPLOY / "apiserver"
 LEVELS = ("None", "Metadata", "Request", "RequestResponse")
@@ -127,6 +129,43 @@ def test_no_rule_records_secret_contents(policy: dict[str, Any]) -> None:
                 assert LEVELS.index(level) <= LEVELS.index(highest), request
                 if verb in ("get", "list", "watch"):
                     assert level in ("None", "Metadata"), request
+
+
+def shape(events: list[dict[str, Any]]) -> list[tuple[str, str, bool, bool]]:
+    return [(e["level"], e["stage"], "requestObject" in e, "responseObject" in e) for e in events]
+
+
+def test_what_the_policy_writes_for_a_request(policy: dict[str, Any]) -> None:
+    """The events tests take as the apiserver's (tests.support.audit_policy): stages by the
+    request's kind less the omitted ones, bodies by level."""
+    shipped = AuditPolicy(policy)
+    # A stream: its start and its end, no body.
+    assert shape(shipped.audit(REQUESTS["exec"])) == [
+        ("Metadata", "ResponseStarted", False, False),
+        ("Metadata", "ResponseComplete", False, False),
+    ]
+    assert shape(shipped.audit(REQUESTS["configmap with credentials"])) == [
+        ("Request", "ResponseComplete", True, False)
+    ]
+    assert shape(shipped.audit(REQUESTS["secret created"])) == [
+        ("Metadata", "ResponseComplete", False, False)
+    ]
+    renewal = dataclasses.replace(KUBELET, verb="update", resource="leases")
+    assert shipped.audit(dataclasses.replace(renewal, group="coordination.k8s.io")) == []
+    # Without omitStages: RequestReceived first, before any answer or body.
+    everything = AuditPolicy({"rules": [{"level": "RequestResponse", "omitManagedFields": True}]})
+    managed = {**REQUESTS["pod"].body, "metadata": {"name": "nginx", "managedFields": [{}]}}
+    received, done = everything.audit(dataclasses.replace(REQUESTS["pod"], body=managed))
+    assert shape([received, done]) == [
+        ("RequestResponse", "RequestReceived", False, False),
+        ("RequestResponse", "ResponseComplete", True, True),
+    ]
+    assert "responseStatus" not in received and done["responseStatus"]["code"] == 201
+    assert done["requestObject"]["metadata"] == {"name": "nginx"}
+    refused = dataclasses.replace(REQUESTS["pod"], allowed=False, code=403)
+    [_, forbidden] = everything.audit(refused)
+    assert "requestObject" not in forbidden
+    assert forbidden["annotations"]["authorization.k8s.io/decision"] == "forbid"
 
 
 @pytest.fixture(scope="module")
