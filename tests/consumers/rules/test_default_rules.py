@@ -17,7 +17,7 @@ from audit_common.samples import sample_events
 from consumers.rules.ruleset import DEFAULT_RULES, RuleSet, load_rules
 from tests.support.audit_policy import AuditPolicy, Event, Request
 from tests.support.corpus import corpus_file_events
-from tests.support.events import ADMIN, REQUESTS, container, pod_body, pod_created
+from tests.support.events import ADMIN, REQUESTS, asked, container, pod_body, pod_created
 
 RULES = (
     "Shell Into Pod",
@@ -54,10 +54,6 @@ def named(kind: str, **changes: Any) -> Request:
 
 def forbidden(name: str) -> Request:
     return named(name, allowed=False, code=403)
-
-
-def read(verb: str, resource: str, user: str, groups: tuple[str, ...], **fields: Any) -> Request:
-    return Request(user, verb, resource, namespace="default", groups=groups, **fields)
 
 
 SYSTEM = {"user": "system:apiserver", "groups": ("system:masters",)}
@@ -104,7 +100,11 @@ FIRES: list[tuple[str, str, Request]] = [
     ("Role With Wildcard", "verbs", named("clusterrole with wildcard verbs")),
     ("Role With Wildcard", "resources", named("clusterrole with wildcard resources")),
     ("Role Granting Pod Exec", "pods/exec", named("clusterrole granting pods/exec")),
-    ("Secret Read By Unexpected User", "get", read("get", "secrets", *PERSON, name="db-password")),
+    (
+        "Secret Read By Unexpected User",
+        "get",
+        asked("get", "secrets", user=PERSON, name="db-password"),
+    ),
     (
         "Secret Read By Unexpected User",
         "list by a service account",
@@ -162,11 +162,17 @@ SILENT: list[tuple[str, str, Request]] = [
     ("Role Granting Pod Exec", "pods only", named("clusterrole")),
     ("Role Granting Pod Exec", "wildcard", named("clusterrole with wildcard resources")),
     ("Secret Read By Unexpected User", "create", named("secret created")),
-    ("Secret Read By Unexpected User", "the kubelet", read("get", "secrets", *NODE, name="tls")),
+    (
+        "Secret Read By Unexpected User",
+        "the kubelet",
+        asked("get", "secrets", user=NODE, name="tls"),
+    ),
     (
         "Secret Read By Unexpected User",
         "the controller manager",
-        read("list", "secrets", "system:kube-controller-manager", ("system:authenticated",)),
+        asked(
+            "list", "secrets", user=("system:kube-controller-manager", ("system:authenticated",))
+        ),
     ),
     ("Secret Read By Unexpected User", "refused", forbidden("secret read")),
     (
