@@ -1,18 +1,26 @@
 """What a consumer sends to the dead-letter topic: a message it cannot decode, or an event its
-sink refused for good; each as consumed, with why and where it was read in headers."""
+sink refused for good; each as consumed, with why and where it was read in headers.
+
+A letter that would be larger than the topic takes is cut, as the relay's dead letters are: the
+value keeps its first bytes, ``truncated-from-bytes`` says how long it was and ``digest`` (the
+SHA-256 of the whole value, hex) names it, beside the reason and where it was read.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 
 from audit_common.errors import KafkaUnavailable
 from audit_common.headers import (
     CLUSTER,
+    DIGEST,
     REASON,
     SCHEMA_VERSION,
     SCHEMA_VERSION_HEADER,
@@ -20,6 +28,7 @@ from audit_common.headers import (
     SOURCE_OFFSET,
     SOURCE_PARTITION,
     SOURCE_TOPIC,
+    TRUNCATED_FROM_BYTES,
 )
 from consumers.events import ConsumedEvent
 
@@ -62,29 +71,76 @@ def letter_of_event(event: ConsumedEvent, reason: str, sink: str) -> Letter:
     )
 
 
-async def send_letters(producer: AIOKafkaProducer, topic: str, letters: Sequence[Letter]) -> None:
-    """Send ``letters`` to ``topic`` and await every ack. Raises KafkaUnavailable."""
+# What a record adds to its key, value and headers: the batch's header (61 bytes), the record's
+# own fields, and room for the headers a letter gains when it is cut.
+_RECORD_OVERHEAD = 256
+# Too large for the topic: the same letter is too large every time (permanent).
+SIZE_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError)
+
+
+def _headers(letter: Letter) -> list[tuple[str, bytes]]:
+    return [
+        *((name, value) for name, value in letter.headers if name != SCHEMA_VERSION_HEADER),
+        (SCHEMA_VERSION_HEADER, SCHEMA_VERSION),
+        (REASON, letter.reason.encode()),
+        *([(SINK, letter.sink.encode())] if letter.sink else []),
+        (SOURCE_TOPIC, letter.topic.encode()),
+        (SOURCE_PARTITION, str(letter.partition).encode()),
+        (SOURCE_OFFSET, str(letter.offset).encode()),
+    ]
+
+
+def cut(letter: Letter, limit: int) -> Letter:
+    """``letter`` within a record of ``limit`` bytes: its value cut to what room is left (down
+    to nothing), with ``truncated-from-bytes`` and ``digest``; as it is when it fits."""
+    value = letter.value or b""
+    size = len(value) + len(letter.key or b"")
+    size += sum(len(name) + len(data) for name, data in _headers(letter)) + _RECORD_OVERHEAD
+    if size <= limit:
+        return letter
+    room = max(0, len(value) - (size - limit))
+    headers = [
+        *letter.headers,
+        (TRUNCATED_FROM_BYTES, str(len(value)).encode()),
+        (DIGEST, hashlib.sha256(value).hexdigest().encode()),
+    ]
+    if len(letter.reason) > 4096:
+        letter = dataclasses.replace(letter, reason=letter.reason[:4096] + "...")
+    return dataclasses.replace(letter, value=value[:room], headers=headers)
+
+
+async def send_letters(
+    producer: AIOKafkaProducer, topic: str, letters: Sequence[Letter], limit: int
+) -> None:
+    """Send ``letters`` to ``topic``, each cut to a record of ``limit`` bytes, and await every
+    ack. A letter the topic still refuses as too large is sent again with an empty value.
+    Raises KafkaUnavailable."""
     try:
-        futures = []
+        refused: list[Letter] = []
+        sent: list[tuple[Letter, asyncio.Future[object]]] = []
         for letter in letters:
-            headers = [
-                *((name, value) for name, value in letter.headers if name != SCHEMA_VERSION_HEADER),
-                (SCHEMA_VERSION_HEADER, SCHEMA_VERSION),
-                (REASON, letter.reason.encode()),
-                *([(SINK, letter.sink.encode())] if letter.sink else []),
-                (SOURCE_TOPIC, letter.topic.encode()),
-                (SOURCE_PARTITION, str(letter.partition).encode()),
-                (SOURCE_OFFSET, str(letter.offset).encode()),
-            ]
-            futures.append(
-                await producer.send(
-                    topic,
-                    letter.value,
-                    key=letter.key,
-                    headers=headers,
-                    timestamp_ms=letter.timestamp,
-                )
-            )
-        await asyncio.gather(*futures)
+            try:
+                sent.append((letter, await _send(producer, topic, cut(letter, limit))))
+            except SIZE_ERRORS:  # the producer's own check, before sending
+                refused.append(letter)
+        results = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
+        for (letter, _), result in zip(sent, results, strict=True):
+            if isinstance(result, SIZE_ERRORS):  # the broker's answer: its limit is lower
+                refused.append(letter)
+            elif isinstance(result, BaseException):
+                raise result
+        for letter in refused:
+            await (await _send(producer, topic, cut(letter, 0)))
     except KafkaError as exc:
         raise KafkaUnavailable(f"dead-letter topic: {exc}") from exc
+
+
+async def _send(producer: AIOKafkaProducer, topic: str, letter: Letter) -> asyncio.Future[object]:
+    future: asyncio.Future[object] = await producer.send(
+        topic,
+        letter.value,
+        key=letter.key,
+        headers=_headers(letter),
+        timestamp_ms=letter.timestamp,
+    )
+    return future

@@ -21,7 +21,7 @@ from aiokafka.errors import (
 )
 
 from audit_common.headers import CLUSTER
-from relay.events.build import dead_letter
+from relay.events.dead_letters import dead_letter
 from relay.events.records import DEAD_LETTER, OutboundRecord
 
 RECORD_ERRORS = (
