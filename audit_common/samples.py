@@ -8,11 +8,15 @@ last-applied annotation), read and write Secrets and ConfigMaps with data (so th
 shows), exec into pods, change RBAC (cluster-admin bindings, wildcard roles), create NodePort
 Services, privileged pods and namespaces; anonymous requests are refused; some lists log their
 whole response (tens to hundreds of KB). Each cluster has its own nodes, namespaces and people.
+The levels and stages are those deploy/apiserver/audit-policy.yaml gives such requests (exec's
+ResponseStarted and ResponseComplete, ConfigMap writes at Request), and beyond it what a broader
+policy logs: Secret bodies, lease renewals, controllers' reads and whole list responses.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import random
 import uuid
@@ -301,14 +305,17 @@ def _configmap(cluster: _Cluster) -> dict[str, Any]:
     rng = cluster.rng
     namespace = rng.choice(_NAMESPACES[:4])
     name = rng.choice(("app-config", "feature-flags", "nginx-conf"))
+    data = {
+        "LOG_LEVEL": rng.choice(("info", "debug")),
+        "DATABASE_URL": f"postgres://app:{rng.getrandbits(48):012x}@db.{namespace}:5432/app",
+    }
+    if rng.random() < 0.3:  # a credential where a Secret belongs
+        data["SMTP_PASSWORD"] = f"{rng.getrandbits(64):016x}"
     configmap = {
         "kind": "ConfigMap",
         "apiVersion": "v1",
         "metadata": _metadata(cluster, name, namespace),
-        "data": {
-            "LOG_LEVEL": rng.choice(("info", "debug")),
-            "DATABASE_URL": f"postgres://app:{rng.getrandbits(48):012x}@db.{namespace}:5432/app",
-        },
+        "data": data,
     }
     ref = {"resource": "configmaps", "namespace": namespace, "name": name, "apiVersion": "v1"}
     uri = f"/api/v1/namespaces/{namespace}/configmaps"
@@ -316,7 +323,7 @@ def _configmap(cluster: _Cluster) -> dict[str, Any]:
     return _event(cluster, user, "create", uri, ref, level="Request", code=201, request=configmap)
 
 
-def _exec(cluster: _Cluster) -> dict[str, Any]:
+def _exec(cluster: _Cluster) -> list[dict[str, Any]]:
     rng = cluster.rng
     namespace = rng.choice(_NAMESPACES[:4])
     pod = _pod(cluster, namespace)["metadata"]["name"]
@@ -332,7 +339,15 @@ def _exec(cluster: _Cluster) -> dict[str, Any]:
         f"/api/v1/namespaces/{namespace}/pods/{pod}/exec?command={command}"
         "&container=app&stdin=true&stdout=true&tty=true"
     )
-    return _event(cluster, rng.choice(cluster.people), "create", uri, ref, code=101)
+    # A stream is logged twice, as kube-apiserver does for long-running requests: when the
+    # connection is upgraded (ResponseStarted) and when the session ends (ResponseComplete).
+    started = _event(
+        cluster, rng.choice(cluster.people), "create", uri, ref, code=101, stage="ResponseStarted"
+    )
+    ended = copy.deepcopy(started)
+    session = timedelta(seconds=rng.randint(5, 600))
+    ended.update(stage="ResponseComplete", stageTimestamp=_stamp(cluster.now + session))
+    return [started, ended]
 
 
 def _rbac_change(cluster: _Cluster) -> dict[str, Any]:
@@ -436,7 +451,9 @@ def _privileged_pod(cluster: _Cluster) -> dict[str, Any]:
     return _event(cluster, user, "create", uri, ref, level="Request", code=201, request=pod)
 
 
-_SCENARIOS: tuple[tuple[Callable[[_Cluster], dict[str, Any]], int], ...] = (
+# Each scenario makes one request's event, or its events (a stream's two stages).
+_Maker = Callable[[_Cluster], dict[str, Any] | list[dict[str, Any]]]
+_SCENARIOS: tuple[tuple[_Maker, int], ...] = (
     (_controller_read, 34),
     (_lease_renewal, 16),
     (_person_reads_pods, 10),
@@ -456,7 +473,8 @@ _SCENARIOS: tuple[tuple[Callable[[_Cluster], dict[str, Any]], int], ...] = (
 def sample_events(
     count: int, *, cluster: str = CLUSTERS[0], seed: int = 1, start: datetime | None = None
 ) -> list[dict[str, Any]]:
-    """``count`` events of ``cluster``, oldest first, as EventList items; the same for a seed.
+    """``count`` events of ``cluster``, as EventList items, requests oldest first; the same for
+    a seed. An exec is two events, its ResponseStarted and ResponseComplete stages.
 
     ``start`` is when the first request arrives (by default a minute before now).
     """
@@ -464,4 +482,8 @@ def sample_events(
     state = _Cluster(cluster, rng, start or datetime.now(UTC) - timedelta(minutes=1))
     makers = [maker for maker, _ in _SCENARIOS]
     weights = [weight for _, weight in _SCENARIOS]
-    return [rng.choices(makers, weights)[0](state) for _ in range(count)]
+    events: list[dict[str, Any]] = []
+    while len(events) < count:
+        made = rng.choices(makers, weights)[0](state)
+        events.extend(made if isinstance(made, list) else [made])
+    return events[:count]

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from audit_common.samples import CLUSTERS, sample_events
-from tests.support.corpus import event_list
+from tests.support.events import event_list
 
 # Share of each level, by event count: Metadata dominates real policies, and the few
 # RequestResponse events carry most of the bytes.

@@ -1,4 +1,4 @@
-"""Kafka messages as the relay publishes them, built from corpus events, for consumer tests."""
+"""Kafka messages as the relay publishes them, of tests.support.events, for consumer tests."""
 
 from __future__ import annotations
 
@@ -12,17 +12,18 @@ from aiokafka import AIOKafkaProducer
 
 from relay.events.build import encode_event, event_headers, timestamp_ms
 from relay.events.split import DEFAULT_API_VERSION
-from tests.support.corpus import corpus_events
+from tests.support.events import audit_events
 
 
 def with_fresh_ids(count: int) -> list[dict[str, Any]]:
-    """``count`` corpus events (cycled) as a live cluster would send them now: each with its own
-    new auditID and current timestamps (Kafka time retention deletes records stamped 2018)."""
-    corpus = corpus_events()
+    """``count`` events of tests.support.events (cycled) as a live cluster would send them now:
+    each with its own new auditID and current timestamps (Kafka time retention deletes records
+    stamped long ago)."""
+    made = audit_events()
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     events = []
     for index in range(count):
-        event = copy.deepcopy(corpus[index % len(corpus)])
+        event = copy.deepcopy(made[index % len(made)])
         event["auditID"] = str(uuid.uuid4())
         event["requestReceivedTimestamp"] = event["stageTimestamp"] = now
         events.append(event)

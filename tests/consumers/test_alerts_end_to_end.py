@@ -56,7 +56,7 @@ async def test_each_alert_reaches_the_topic_and_the_url_once(
     topic, alerts_topic = await new_topic(3), await new_topic(1)
     events = with_fresh_ids(300)
     expected = expected_alerts(events)
-    assert len(expected) >= 8  # most default rules fire on the corpus
+    assert len(expected) >= 8  # most default rules fire on the test events
     total = expected.total()
     await produce_events(kafka_bootstrap, topic, events)
     group = f"alerts-{uuid.uuid4().hex[:8]}"

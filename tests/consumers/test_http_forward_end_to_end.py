@@ -15,7 +15,7 @@ from relay.events.build import invalid_reason
 from tests.consumers.conftest import StartConsumer
 from tests.consumers.http_receiver import Answer, Received, Receiver, bulk_success
 from tests.consumers.messages import with_fresh_ids
-from tests.support.corpus import event_list
+from tests.support.events import event_list
 from tests.support.kafka import committed_and_end, read_topic
 from tests.support.net import wait_until
 from tests.support.processes import wait_for_exit_or_fail

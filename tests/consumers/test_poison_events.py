@@ -29,6 +29,8 @@ from tests.consumers.conftest import StartConsumer
 from tests.consumers.http_receiver import Answer, Received, Receiver
 from tests.consumers.messages import produce_events, produce_raw
 from tests.consumers.probes import scrape, value
+from tests.support.audit_policy import AuditPolicy
+from tests.support.events import REQUESTS
 from tests.support.kafka import committed_and_end, create_topic, read_topic, unique_topic
 from tests.support.net import unused_port, wait_until
 from tests.support.processes import Process, wait_for_exit_or_fail
@@ -238,12 +240,7 @@ async def test_http_dead_letters_the_event_the_server_refuses_alone(
 def huge_privileged_pod() -> dict[str, Any]:
     """Issue 23's alert too large for its topic: a privileged Pod of 300 containers whose image
     names are 4 KiB long (a 1.26 MB event, the alert 2.5 MB)."""
-    rules = load_rules([DEFAULT_RULES])
-    for event in sample_events(400, seed=3):
-        if any(a.rule == "Pod With Host Access Created" for a in rules.evaluate(event)):
-            break
-    else:
-        raise AssertionError("no privileged pod in the samples")
+    [event] = AuditPolicy.load().audit(REQUESTS["pod privileged"])
     containers = event["requestObject"]["spec"]["containers"]
     first = containers[0]
     rng = random.Random(9)

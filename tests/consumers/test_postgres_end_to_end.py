@@ -14,7 +14,7 @@ import asyncpg
 from relay.events.build import invalid_reason
 from tests.consumers.conftest import StartConsumer
 from tests.consumers.messages import produce_events, with_fresh_ids
-from tests.support.corpus import corpus_events, event_list
+from tests.support.events import audit_events, event_list
 from tests.support.kafka import committed_and_end
 from tests.support.net import wait_until
 from tests.support.postgres import LocalPostgres, create_database, password_of, without_password
@@ -60,7 +60,7 @@ async def committed_at_least(
     return committed >= count
 
 
-async def test_the_corpus_from_a_post_to_the_table(
+async def test_every_event_from_a_post_to_the_table(
     start_relay: Any,
     start_consumer: StartConsumer,
     http: aiohttp.ClientSession,
@@ -68,8 +68,8 @@ async def test_the_corpus_from_a_post_to_the_table(
     tmp_path: Path,
 ) -> None:
     relay = await start_relay()
-    publishable = [e for e in corpus_events() if invalid_reason(e) is None]
-    async with http.post(relay.url, data=event_list(corpus_events())) as response:
+    publishable = [e for e in audit_events() if invalid_reason(e) is None]
+    async with http.post(relay.url, data=event_list(audit_events())) as response:
         assert response.status == 200
     expected = publishable  # distinct events sharing a key included
     env = postgres_env(postgres_dsn, tmp_path)

@@ -22,7 +22,7 @@ from consumers.settings import build_settings
 from consumers.sinks import SINKS, Sink
 from tests.consumers.messages import produce_events, produce_raw, with_fresh_ids
 from tests.consumers.test_filters import CHANGES, NOISE
-from tests.support.corpus import corpus_events
+from tests.support.events import audit_events
 from tests.support.kafka import read_topic
 from tests.support.net import wait_until
 
@@ -205,15 +205,15 @@ async def test_filters_apply_before_the_sink(
     kafka_bootstrap: str, new_topic: Any, flags: tuple[str, str], keeps: Any
 ) -> None:
     topic = await new_topic(1)
-    events = corpus_events()
+    events = audit_events()
     await produce_events(kafka_bootstrap, topic, events)
-    # The corpus holds two events twice; the window is off to see the filter alone.
+    # The events hold two pairs that share a key; the window is off to see the filter alone.
     no_dedupe = ("--dedupe-window", "0")
     async with running(kafka_bootstrap, topic, "recording", *flags, *no_dedupe) as (runner, sink):
         await wait_until(
             lambda: sample(runner.metrics, "audit_consumer_events_consumed_total") == len(events),
             timeout=30,
-            what="the corpus consumed",
+            what="the events consumed",
         )
     kept = [event.audit_id for event in sink.events]
     assert kept == [event["auditID"] for event in events if keeps(event)]

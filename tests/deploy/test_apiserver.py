@@ -1,20 +1,20 @@
 """deploy/apiserver: the audit policy decides as documented, and the files agree with each other.
 
-The policy is evaluated here with kube-apiserver's own rule semantics (first match wins; an
-empty list matches everything; ``*`` suffixes in nonResourceURLs; ``group/*`` subresources),
+The policy is evaluated with kube-apiserver's own rule semantics (tests.support.audit_policy),
 so the claims in its comments are checked against requests, not just read.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import dataclasses
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from tests.deploy.conftest import DEPLOY, load_yaml_documents, render
+from tests.support.audit_policy import AuditPolicy, Request
+from tests.support.events import REQUESTS
 
 APISERVER = DEPLOY / "apiserver"
 LEVELS = ("None", "Metadata", "Request", "RequestResponse")
@@ -31,48 +31,6 @@ RULE_FIELDS = {
 }
 
 
-@dataclass(frozen=True)
-class Request:
-    user: str
-    verb: str
-    resource: str = ""  # "pods" or "pods/exec"; empty for a non-resource URL
-    group: str = ""
-    namespace: str = ""
-    path: str = ""
-    groups: tuple[str, ...] = field(default=("system:authenticated",))
-
-
-def rule_matches(rule: dict[str, Any], request: Request) -> bool:
-    if rule.get("users") and request.user not in rule["users"]:
-        return False
-    if rule.get("userGroups") and not set(rule["userGroups"]) & set(request.groups):
-        return False
-    if rule.get("verbs") and request.verb not in rule["verbs"]:
-        return False
-    if not request.resource:
-        urls = rule.get("nonResourceURLs")
-        if rule.get("resources") or rule.get("namespaces"):
-            return False
-        return not urls or any(
-            url == request.path or (url.endswith("*") and request.path.startswith(url[:-1]))
-            for url in urls
-        )
-    if rule.get("nonResourceURLs"):
-        return False
-    if rule.get("namespaces") and request.namespace not in rule["namespaces"]:
-        return False
-    if not rule.get("resources"):
-        return True
-    return any(
-        entry.get("group", "") == request.group
-        and (
-            not entry.get("resources")
-            or any(fnmatch.fnmatchcase(request.resource, name) for name in entry["resources"])
-        )
-        for entry in rule["resources"]
-    )
-
-
 @pytest.fixture(scope="module")
 def policy() -> dict[str, Any]:
     (document,) = load_yaml_documents(APISERVER / "audit-policy.yaml")
@@ -80,10 +38,7 @@ def policy() -> dict[str, Any]:
 
 
 def level_for(policy: dict[str, Any], request: Request) -> str:
-    for rule in policy["rules"]:
-        if rule_matches(rule, request):
-            return str(rule["level"])
-    return "None"
+    return AuditPolicy(policy).decide(request).level
 
 
 def test_policy_is_a_well_formed_v1_policy(policy: dict[str, Any]) -> None:
@@ -111,9 +66,14 @@ KUBELET = Request(user="system:node:n1", groups=("system:nodes",), verb="get")
         (Request(JANE, "create", "secrets", namespace="default"), "Metadata"),
         (Request(JANE, "patch", "secrets", namespace="default"), "Metadata"),
         (Request(JANE, "list", "secrets"), "Metadata"),
-        (Request(JANE, "update", "configmaps", namespace="default"), "Metadata"),
+        (Request(JANE, "get", "configmaps", namespace="default"), "Metadata"),
+        (Request(JANE, "delete", "configmaps", namespace="default"), "Metadata"),
         (Request(JANE, "create", "tokenreviews", group="authentication.k8s.io"), "Metadata"),
-        (Request(JANE, "create", "serviceaccounts/token", namespace="ci"), "Metadata"),
+        (Request(JANE, "get", "serviceaccounts/token", namespace="ci"), "Metadata"),
+        # What the default rules read: a ConfigMap's new data, a TokenRequest's audiences.
+        (Request(JANE, "update", "configmaps", namespace="default"), "Request"),
+        (Request(JANE, "patch", "configmaps", namespace="default"), "Request"),
+        (Request(JANE, "create", "serviceaccounts/token", namespace="ci"), "Request"),
         (Request(JANE, "create", "pods/exec", namespace="default"), "Metadata"),
         # Changes keep the request body; reads are metadata.
         (Request(JANE, "create", "deployments", group="apps", namespace="web"), "Request"),
@@ -153,15 +113,59 @@ def test_policy_decides_as_documented(
 
 
 def test_no_rule_records_secret_contents(policy: dict[str, Any]) -> None:
-    for resource, group in (
-        ("secrets", ""),
-        ("configmaps", ""),
-        ("tokenreviews", "authentication.k8s.io"),
-    ):
+    """Secrets and TokenReviews never above Metadata; ConfigMaps and TokenRequests never with
+    their response (a TokenRequest's holds the token); ConfigMap reads at Metadata."""
+    capped = {
+        ("secrets", ""): "Metadata",
+        ("tokenreviews", "authentication.k8s.io"): "Metadata",
+        ("configmaps", ""): "Request",
+        ("serviceaccounts/token", ""): "Request",
+    }
+    for (resource, group), highest in capped.items():
         for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
             for user, groups in ((JANE, ("system:authenticated",)), ("admin", ("system:masters",))):
                 request = Request(user, verb, resource, group=group, groups=groups)
-                assert level_for(policy, request) in ("None", "Metadata"), request
+                level = level_for(policy, request)
+                assert LEVELS.index(level) <= LEVELS.index(highest), request
+                if verb in ("get", "list", "watch"):
+                    assert level in ("None", "Metadata"), request
+
+
+def shape(events: list[dict[str, Any]]) -> list[tuple[str, str, bool, bool]]:
+    return [(e["level"], e["stage"], "requestObject" in e, "responseObject" in e) for e in events]
+
+
+def test_what_the_policy_writes_for_a_request(policy: dict[str, Any]) -> None:
+    """The events tests take as the apiserver's (tests.support.audit_policy): stages by the
+    request's kind less the omitted ones, bodies by level."""
+    shipped = AuditPolicy(policy)
+    # A stream: its start and its end, no body.
+    assert shape(shipped.audit(REQUESTS["exec"])) == [
+        ("Metadata", "ResponseStarted", False, False),
+        ("Metadata", "ResponseComplete", False, False),
+    ]
+    assert shape(shipped.audit(REQUESTS["configmap with credentials"])) == [
+        ("Request", "ResponseComplete", True, False)
+    ]
+    assert shape(shipped.audit(REQUESTS["secret created"])) == [
+        ("Metadata", "ResponseComplete", False, False)
+    ]
+    renewal = dataclasses.replace(KUBELET, verb="update", resource="leases")
+    assert shipped.audit(dataclasses.replace(renewal, group="coordination.k8s.io")) == []
+    # Without omitStages: RequestReceived first, before any answer or body.
+    everything = AuditPolicy({"rules": [{"level": "RequestResponse", "omitManagedFields": True}]})
+    managed = {**REQUESTS["pod"].body, "metadata": {"name": "nginx", "managedFields": [{}]}}
+    received, done = everything.audit(dataclasses.replace(REQUESTS["pod"], body=managed))
+    assert shape([received, done]) == [
+        ("RequestResponse", "RequestReceived", False, False),
+        ("RequestResponse", "ResponseComplete", True, True),
+    ]
+    assert "responseStatus" not in received and done["responseStatus"]["code"] == 201
+    assert done["requestObject"]["metadata"] == {"name": "nginx"}
+    refused = dataclasses.replace(REQUESTS["pod"], allowed=False, code=403)
+    [_, forbidden] = everything.audit(refused)
+    assert "requestObject" not in forbidden
+    assert forbidden["annotations"]["authorization.k8s.io/decision"] == "forbid"
 
 
 @pytest.fixture(scope="module")

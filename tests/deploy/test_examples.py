@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from audit_common.samples import sample_events
-from tests.support.corpus import event_list
+from tests.support.events import event_list
 from tests.support.kafka import REPO, committed_and_end, read_topic
 from tests.support.relay import StartRelay
 

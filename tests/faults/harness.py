@@ -1,7 +1,7 @@
 """Fault-test harness: a real relay process, a steady bounded load, and counting at the far end.
 
-The load posts EventLists of corpus events, each event with an auditID of its own, at a fixed
-rate, and re-posts a batch that was not answered 200, as kube-apiserver does. The tally counts
+The load posts EventLists of tests.support.events, each event with an auditID of its own, at a
+fixed rate, and re-posts a batch that was not answered 200, as kube-apiserver does. The tally counts
 every event by (auditID, stage): sent, acknowledged (its batch got a 200), and delivered (read
 back from the topic), and the duplicates among the delivered.
 """
@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.corpus import corpus_events, event_list
+from tests.support.events import audit_events, event_list
 from tests.support.kafka import read_topic, topic_size, unique_topic
 from tests.support.net import unused_port, wait_until
 from tests.support.processes import Process, ProcessFactory
@@ -178,7 +178,7 @@ class Load:
         self.interval = 1 / batches_per_s
         self.batch_size = batch_size
         self.retry = retry
-        self.events = corpus_events()
+        self.events = audit_events()
         self.batches = 0
         self._stopping = asyncio.Event()
         self._posters: set[asyncio.Task[None]] = set()

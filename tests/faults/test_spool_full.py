@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.faults.harness import Load, Relay, Tally
-from tests.support.corpus import corpus_events, event_list
+from tests.support.events import audit_events, event_list
 from tests.support.kafka import LocalBroker
 from tests.support.net import wait_until
 from tests.support.processes import ProcessFactory
@@ -26,7 +26,7 @@ BATCH_BYTES = 100_000
 def batch_of(size: int) -> bytes:
     """An EventList of at least ``size`` bytes whose events the load never sends."""
     items: list[dict[str, Any]] = []
-    for index, event in enumerate(itertools.cycle(corpus_events())):
+    for index, event in enumerate(itertools.cycle(audit_events())):
         items.append({**event, "auditID": f"refused-{index}"})
         if len(body := event_list(items)) >= size:
             return body

@@ -1,1 +1,1 @@
-"""Helpers shared by the test packages: ports, the broker, processes, the corpus."""
+"""Helpers shared by the test packages: ports, the broker, processes, audit events."""

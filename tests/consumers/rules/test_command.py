@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import pytest
 
 from consumers.__main__ import main
-from tests.support.corpus import CORPUS_DIR, corpus_file_events, event_list
+from tests.support.corpus import corpus_dir
+from tests.support.events import event_list, logged
 from tests.support.kafka import REPO
 
-EXEC = CORPUS_DIR / "exec_pod.json"
-ATTACH = CORPUS_DIR / "attach_pod.json"
-NAMESPACE = CORPUS_DIR / "some-user_creates_namespace_foo.json"
 ONE_RULE = """\
 - list: watched_verbs
   items: [create]
@@ -29,6 +28,26 @@ ONE_RULE = """\
 """
 
 
+@dataclass(frozen=True)
+class Files:
+    """Audit log files of one event each: an exec and an attach as they start, a namespace
+    created by some-user."""
+
+    exec: Path
+    attach: Path
+    namespace: Path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
+    directory = tmp_path_factory.mktemp("events")
+    made = Files(directory / "exec.json", directory / "attach.json", directory / "ns.json")
+    made.exec.write_bytes(orjson.dumps(logged("exec")[0]) + b"\n")
+    made.attach.write_bytes(orjson.dumps(logged("attach")[0]) + b"\n")
+    made.namespace.write_bytes(orjson.dumps(logged("another user creates a namespace")[0]))
+    return made
+
+
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict], str]:
     code = main(["rules", "test", *args])
     captured = capsys.readouterr()
@@ -38,8 +57,9 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict]
 
 def test_alerts_of_the_default_rules_in_falcos_json_format(
     capsys: pytest.CaptureFixture[str],
+    files: Files,
 ) -> None:
-    code, alerts, err = run(capsys, str(EXEC), str(ATTACH))
+    code, alerts, err = run(capsys, str(files.exec), str(files.attach))
     assert code == 0
     assert [alert["rule"] for alert in alerts] == ["Shell Into Pod", "Shell Into Pod"]
     first = alerts[0]
@@ -53,15 +73,15 @@ def test_alerts_of_the_default_rules_in_falcos_json_format(
 
 
 def test_rules_files_load_in_order_and_min_priority_skips_lower_rules(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, files: Files
 ) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(ONE_RULE)
     more = tmp_path / "more.yaml"  # the second file widens the first one's list
     more.write_text("- list: watched_verbs\n  items: [get]\n  append: true\n")
     get = tmp_path / "get.json"
-    get.write_bytes(orjson.dumps({**corpus_file_events("exec_pod.json")[0], "verb": "get"}))
-    code, alerts, _ = run(capsys, "--rules", str(rules), str(NAMESPACE), str(get))
+    get.write_bytes(orjson.dumps({**logged("exec")[0], "verb": "get"}))
+    code, alerts, _ = run(capsys, "--rules", str(rules), str(files.namespace), str(get))
     assert code == 0
     assert [a["output"].split(": Informational ")[1] for a in alerts] == [
         "some-user created namespaces"
@@ -69,28 +89,28 @@ def test_rules_files_load_in_order_and_min_priority_skips_lower_rules(
     code, alerts, _ = run(capsys, "--rules", str(rules), "--rules", str(more), str(get))
     assert [a["rule"] for a in alerts] == ["Anything Created"]
     code, alerts, err = run(
-        capsys, "--rules", str(rules), "--min-priority", "notice", str(NAMESPACE)
+        capsys, "--rules", str(rules), "--min-priority", "notice", str(files.namespace)
     )
     assert (code, alerts) == (0, [])
     assert "1 events read from 1 file, 0 alerts" in err
 
 
 def test_default_names_the_shipped_rules_which_a_later_file_extends(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, files: Files
 ) -> None:
     """How a deployment adds its own to the shipped rules: ``--rules default --rules mine``."""
-    code, alerts, _ = run(capsys, "--rules", "default", str(NAMESPACE))
+    code, alerts, _ = run(capsys, "--rules", "default", str(files.namespace))
     assert (code, [a["rule"] for a in alerts]) == (0, ["Unexpected Namespace Created"])
     mine = tmp_path / "mine.yaml"
     mine.write_text("- list: expected_namespaces\n  items: [foo]\n  append: true\n")
-    code, alerts, _ = run(capsys, "--rules", "default", "--rules", str(mine), str(NAMESPACE))
+    code, alerts, _ = run(capsys, "--rules", "default", "--rules", str(mine), str(files.namespace))
     assert (code, alerts) == (0, [])
 
 
 def test_event_lists_single_documents_and_json_lines(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    [exec_event] = corpus_file_events("exec_pod.json")
+    exec_event = logged("exec")[0]
     listed = tmp_path / "list.json"
     listed.write_bytes(event_list([exec_event, exec_event]))
     pretty = tmp_path / "pretty.json"
@@ -132,20 +152,20 @@ def test_a_missing_events_file_exits_2(capsys: pytest.CaptureFixture[str], tmp_p
 
 
 def test_a_rules_file_that_cannot_be_loaded_exits_2_naming_it(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, files: Files
 ) -> None:
     rules = tmp_path / "bad.yaml"
     rules.write_text(ONE_RULE.replace("ka.verb in (watched_verbs)", "ka.verb in (create"))
-    code, alerts, err = run(capsys, "--rules", str(rules), str(EXEC))
+    code, alerts, err = run(capsys, "--rules", str(rules), str(files.exec))
     assert (code, alerts) == (2, [])
     assert err.startswith("audit-consumer: error: ")
     assert "bad.yaml" in err
     assert "Anything Created" in err
 
 
-def test_usage(capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage(capsys: pytest.CaptureFixture[str], files: Files) -> None:
     with pytest.raises(SystemExit) as exited:
-        main(["rules", "test", "--min-priority", "loud", str(EXEC)])
+        main(["rules", "test", "--min-priority", "loud", str(files.exec)])
     assert exited.value.code == 2
     assert "'loud' is no priority" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exited:
@@ -155,14 +175,14 @@ def test_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert "EVENTS_FILE" in help_text and "--rules FILE" in help_text
 
 
-def test_the_command_reads_stdin_and_the_whole_corpus() -> None:
-    files = sorted(str(path) for path in CORPUS_DIR.glob("*.json"))
+def test_the_command_reads_stdin_and_all_of_falcos_traces(files: Files) -> None:
+    traces = sorted(str(path) for path in corpus_dir().glob("*.json"))
     count = sum(
-        1 for name in files for line in Path(name).read_bytes().splitlines() if line.strip()
+        1 for name in traces for line in Path(name).read_bytes().splitlines() if line.strip()
     )
     completed = subprocess.run(
-        [sys.executable, "-m", "consumers", "rules", "test", *files, "-"],
-        input=EXEC.read_bytes(),
+        [sys.executable, "-m", "consumers", "rules", "test", *traces, "-"],
+        input=files.exec.read_bytes(),
         capture_output=True,
         cwd=REPO,
         timeout=60,
@@ -171,4 +191,4 @@ def test_the_command_reads_stdin_and_the_whole_corpus() -> None:
     assert completed.returncode == 0, completed.stderr.decode()
     alerts = [orjson.loads(line) for line in completed.stdout.splitlines()]
     assert sum(alert["rule"] == "Shell Into Pod" for alert in alerts) == 3  # exec, attach, stdin
-    assert f"{count + 1} events read from {len(files) + 1} files" in completed.stderr.decode()
+    assert f"{count + 1} events read from {len(traces) + 1} files" in completed.stderr.decode()

@@ -1,6 +1,6 @@
 """The fields of Falco's k8saudit and json plugins (consumers.rules.fields): every field on the
-real events of the corpus and on small events written here; absent values, lists, arguments and
-the plugin's own renderings."""
+events of tests.support.events, on Falco's recorded traces (where they are beside the clone) and
+on small events written here; absent values, lists, arguments and the plugin's own renderings."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from audit_common.errors import RulesError
 from consumers.rules.fields import FIELDS, bind_field, is_field_name
 from tests.support.corpus import corpus_events, corpus_file_events
+from tests.support.events import audit_events, logged
 
 # The published field lists: the k8saudit plugin's README (with the container families of its
 # latest release) and the json plugin's, plus the two time fields of Falco's pre-plugin engine.
@@ -150,13 +151,23 @@ def test_every_published_field_is_defined_and_documented() -> None:
     assert not is_field_name("ka.uri.param[x]")
 
 
-@pytest.mark.parametrize("name", sorted(FIELDS))
-def test_every_field_extracts_strings_from_every_corpus_event(name: str) -> None:
+def extracts_strings(name: str, events: list[dict[str, Any]]) -> None:
     bound = bind_field(name, ARGUMENT_FOR[FIELDS[name].arg])
-    for event in corpus_events():
+    for event in events:
         found = bound.extract(event)
         assert all(isinstance(value, str) for value in found)
         assert bound.is_list or len(found) <= 1
+
+
+@pytest.mark.parametrize("name", sorted(FIELDS))
+def test_every_field_extracts_strings_from_every_event(name: str) -> None:
+    extracts_strings(name, audit_events())
+
+
+def test_every_field_extracts_strings_from_every_event_of_falcos_traces() -> None:
+    events = corpus_events()
+    for name in sorted(FIELDS):
+        extracts_strings(name, events)
 
 
 @pytest.mark.parametrize("name", sorted(FIELDS))
@@ -339,12 +350,14 @@ CORPUS_CASES = [
 
 
 @pytest.mark.parametrize(("file", "field", "arg", "expected"), CORPUS_CASES)
-def test_fields_of_real_events(file: str, field: str, arg: str | None, expected: list[str]) -> None:
+def test_fields_of_falcos_traces(
+    file: str, field: str, arg: str | None, expected: list[str]
+) -> None:
     assert values(field, corpus_file_events(file)[0], arg) == expected
 
 
 def test_role_rules_render_each_rule_as_compact_json() -> None:
-    event = corpus_file_events("create_cluster_role_wildcard_verbs.json")[0]
+    [event] = logged("clusterrole with wildcard verbs")
     rules = values("ka.req.role.rules", event)
     assert [orjson.loads(rule) for rule in rules] == event["requestObject"]["rules"]
     assert rules[0] == '{"apiGroups":[""],"resources":["pods"],"verbs":["*"]}'
@@ -358,8 +371,8 @@ def test_jevt_obj_is_the_whole_event_indented_by_two_spaces() -> None:
     )
     assert values("jevt.obj", event) == [expected]
     assert values("json.obj", event) == [expected]
-    real = corpus_file_events("exec_pod.json")[0]
-    assert orjson.loads(values("jevt.obj", real)[0]) == real
+    started = logged("exec")[0]
+    assert orjson.loads(values("jevt.obj", started)[0]) == started
 
 
 CONTAINERS = (

@@ -21,7 +21,7 @@ from consumers.settings import build_settings
 from consumers.sinks.alerts import AlertsSink
 from consumers.sinks.base import EventsRefused
 from tests.consumers.http_receiver import Answer, Received, Receiver
-from tests.support.corpus import corpus_file_events
+from tests.support.events import logged
 from tests.support.kafka import REPO, create_topic, read_topic, unique_topic
 from tests.support.net import unused_port
 
@@ -32,9 +32,10 @@ def alerts_sink(*flags: str, environ: dict[str, str] | None = None) -> AlertsSin
     return sink
 
 
-def consumed(names: Sequence[str], cluster: str = "prod-eu") -> list[ConsumedEvent]:
-    """The events of corpus files as the runner hands them to a sink."""
-    events = [event for name in names for event in corpus_file_events(name) if event]
+def consumed(kinds: Sequence[str], cluster: str = "prod-eu") -> list[ConsumedEvent]:
+    """The first event of each kind of request (tests.support.events; a stream's start) as the
+    runner hands them to a sink."""
+    events = [logged(kind)[0] for kind in kinds]
     return [
         decode(orjson.dumps(event), [("cluster", cluster.encode())], topic="t", partition=0,
                offset=offset)
@@ -42,7 +43,7 @@ def consumed(names: Sequence[str], cluster: str = "prod-eu") -> list[ConsumedEve
     ]  # fmt: skip
 
 
-SHELLS = ("exec_pod.json", "attach_pod.json")
+SHELLS = ("exec", "attach")
 
 
 def test_flags_and_defaults(tmp_path: Path) -> None:
@@ -57,7 +58,7 @@ def test_flags_and_defaults(tmp_path: Path) -> None:
     )  # fmt: skip
     assert sink.settings.topic is None
     assert sink.settings.url == "http://127.0.0.1:9/x"
-    assert sink.rules.evaluate(corpus_file_events("exec_pod.json")[0]) == []
+    assert sink.rules.evaluate(logged("exec")[0]) == []
 
 
 @pytest.mark.parametrize(
@@ -95,7 +96,7 @@ async def test_each_alert_is_posted_as_falco_json_and_counted() -> None:
         registry = CollectorRegistry()
         sink.register_metrics(registry)
         async with sink:
-            await sink.write(consumed([*SHELLS, "create_nginx_service_nodeport.json"]))
+            await sink.write(consumed([*SHELLS, "service NodePort"]))
             await sink.flush()
             await sink.flush()  # nothing more to wait for
     bodies = [orjson.loads(request.body) for request in receiver.requests]

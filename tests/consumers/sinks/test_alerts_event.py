@@ -11,7 +11,7 @@ from audit_common.samples import sample_events
 from consumers.events import decode
 from consumers.rules.ruleset import DEFAULT_RULES, RuleSet, load_rules
 from consumers.sinks.alerts_event import for_rules
-from tests.support.corpus import corpus_events
+from tests.support.events import audit_events
 
 # Rules reading what is deferred, and the whole event.
 RESPONSE_RULES = """\
@@ -42,8 +42,8 @@ def rules(tmp_path_factory: pytest.TempPathFactory) -> RuleSet:
 def published() -> list[bytes]:
     """Corpus and sample events as records carry them, and one whose response holds a number
     beyond orjson (the slow path decodes it)."""
-    values = [orjson.dumps(event) for event in [*corpus_events(), *sample_events(600, seed=7)]]
-    beyond = orjson.dumps({**corpus_events()[0], "responseObject": {"kind": "Status"}})
+    values = [orjson.dumps(event) for event in [*audit_events(), *sample_events(600, seed=7)]]
+    beyond = orjson.dumps({**audit_events()[0], "responseObject": {"kind": "Status"}})
     return [*values, beyond.replace(b'"kind":"Status"', b'"kind":"Status","n":1' + b"0" * 30)]
 
 

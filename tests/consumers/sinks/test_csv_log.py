@@ -13,7 +13,7 @@ from consumers.events import ConsumedEvent, decode
 from consumers.settings import build_settings
 from consumers.sinks.csv_log import COLUMNS, CsvLogSink
 from tests.consumers.messages import original_row
-from tests.support.corpus import corpus_events
+from tests.support.events import audit_events
 
 AWKWARD = {
     "auditID": "0b0e",
@@ -51,8 +51,8 @@ async def write_csv(tmp_path: Path, events: list[ConsumedEvent], *flags: str) ->
     return output.read_text(encoding="utf-8")
 
 
-async def test_corpus_rows_read_back_field_by_field(tmp_path: Path) -> None:
-    events = corpus_events()
+async def test_rows_read_back_field_by_field(tmp_path: Path) -> None:
+    events = audit_events()
     text = await write_csv(tmp_path, [consumed(e) for e in events])
     rows = list(csv.reader(io.StringIO(text)))
     assert len(rows) == len(events)
@@ -78,7 +78,7 @@ async def test_missing_values_print_unknown_or_the_chosen_text(tmp_path: Path) -
 
 
 async def test_prefix_and_header_as_in_the_original(tmp_path: Path) -> None:
-    events = [consumed(e) for e in corpus_events()[:3]]
+    events = [consumed(e) for e in audit_events()[:3]]
     text = await write_csv(tmp_path, events, "--csv-prefix", "###", "--csv-header")
     lines = text.splitlines()
     assert all(line.startswith("###") for line in lines)
@@ -87,11 +87,11 @@ async def test_prefix_and_header_as_in_the_original(tmp_path: Path) -> None:
         "stageTimestamp", "level", "stage", "requestURI", "verb", "username", "sourceIPs",
         "resource", "name", "decision", "reason",
     ]  # fmt: skip
-    assert rows[1:] == [original_row(e) for e in corpus_events()[:3]]
+    assert rows[1:] == [original_row(e) for e in audit_events()[:3]]
 
 
 async def test_header_is_written_once_per_file(tmp_path: Path) -> None:
-    events = [consumed(e) for e in corpus_events()[:2]]
+    events = [consumed(e) for e in audit_events()[:2]]
     await write_csv(tmp_path, events[:1], "--csv-header")
     text = await write_csv(tmp_path, events[1:], "--csv-header")  # a restart appends
     rows = list(csv.reader(io.StringIO(text)))

@@ -21,7 +21,7 @@ from consumers.sinks.base import BatchRefused, EventsRefused
 from consumers.sinks.http_forward import HttpForwardSink, retry_after_seconds
 from tests.consumers.http_receiver import Answer, Receiver
 from tests.consumers.sinks.test_postgres import consumed
-from tests.support.corpus import corpus_events
+from tests.support.events import audit_events
 from tests.support.net import unused_port
 
 
@@ -50,7 +50,7 @@ async def send(sink: HttpForwardSink, events: list[dict[str, Any]]) -> None:
 
 async def test_ndjson_gzip_with_a_bearer_token_from_a_file(tmp_path: Path) -> None:
     token = secret_file(tmp_path, "token", "s3cr3t-token")
-    events = corpus_events()
+    events = audit_events()
     async with Receiver() as receiver:
         sink = http_sink(receiver.url, "--http-gzip", "--http-token-file", token)
         async with sink:
@@ -66,7 +66,7 @@ async def test_ndjson_gzip_with_a_bearer_token_from_a_file(tmp_path: Path) -> No
 
 async def test_a_json_array_with_basic_authentication(tmp_path: Path) -> None:
     password = secret_file(tmp_path, "password", "pa:ss")
-    events = corpus_events()[:5]
+    events = audit_events()[:5]
     async with Receiver() as receiver:
         flags = ("--http-format", "json-array", "--http-basic-user", "audit")
         async with http_sink(receiver.url, *flags, "--http-basic-password-file", password) as sink:
@@ -79,7 +79,7 @@ async def test_a_json_array_with_basic_authentication(tmp_path: Path) -> None:
 
 
 async def test_elasticsearch_bulk_creates_each_document_once(tmp_path: Path) -> None:
-    events = corpus_events()[:6]
+    events = audit_events()[:6]
     duplicate = Answer(
         200,
         body=orjson.dumps(
@@ -109,14 +109,14 @@ async def test_elasticsearch_documents_refused_for_now_in_a_2xx_fail_the_flush()
         http_sink(receiver.url, "--http-format", "elasticsearch") as sink,
     ):
         with pytest.raises(SinkError, match="_bulk refused 2 documents for now"):
-            await send(sink, corpus_events()[:3])
+            await send(sink, audit_events()[:3])
 
 
 async def test_elasticsearch_documents_refused_for_good_are_named_the_rest_written() -> None:
     items = [{"create": {"status": 201}}, {"create": {"status": 400, "error": {"type": "mapper"}}}]
     items.append({"create": {"status": 409}})  # sent before: written
     answer = Answer(200, body=orjson.dumps({"errors": True, "items": items}))
-    events = consumed(corpus_events()[:3])
+    events = consumed(audit_events()[:3])
     async with (
         Receiver([answer]) as receiver,
         http_sink(receiver.url, "--http-format", "elasticsearch") as sink,
@@ -131,7 +131,7 @@ async def test_elasticsearch_documents_refused_for_good_are_named_the_rest_writt
 
 async def test_splunk_hec_events_carry_time_sourcetype_index_and_cluster(tmp_path: Path) -> None:
     token = secret_file(tmp_path, "hec", "0000-hec-token")
-    events = corpus_events()[:4]
+    events = audit_events()[:4]
     async with Receiver() as receiver:
         flags = ("--http-format", "splunk-hec", "--http-token-file", token)
         async with http_sink(receiver.url, *flags, "--http-index", "k8s") as sink:
@@ -155,9 +155,9 @@ async def test_a_503_with_retry_after_delays_the_next_post() -> None:
     script = [Answer(503, {"Retry-After": "2"}, b"busy")]
     async with Receiver(script) as receiver, http_sink(receiver.url) as sink:
         with pytest.raises(SinkError, match="answered 503: busy") as raised:
-            await send(sink, corpus_events()[:2])
+            await send(sink, audit_events()[:2])
         assert raised.value.retriable
-        await send(sink, corpus_events()[:2])  # what the runner does next
+        await send(sink, audit_events()[:2])  # what the runner does next
     first, second = receiver.requests
     assert second.at - first.at >= 1.9
     assert second.lines() == first.lines()
@@ -179,9 +179,9 @@ async def test_statuses_are_retried_or_stop_the_consumer(
 ) -> None:
     async with Receiver([answer]) as receiver, http_sink(receiver.url) as sink:
         with pytest.raises(error, match=message):
-            await send(sink, corpus_events()[:1])
+            await send(sink, audit_events()[:1])
         if error is SinkError:
-            await send(sink, corpus_events()[:1])
+            await send(sink, audit_events()[:1])
     assert len(receiver.accepted()) == (1 if error is SinkError else 0)
 
 
@@ -189,7 +189,7 @@ async def test_a_server_that_is_not_there_is_retried_without_leaking_the_url_sec
     url = f"http://user:hunter2@127.0.0.1:{unused_port()}/ingest?token=t0k3n"
     async with http_sink(url) as sink:
         with pytest.raises(SinkError, match=r"cannot POST to http://127\.0\.0\.1:") as raised:
-            await send(sink, corpus_events()[:1])
+            await send(sink, audit_events()[:1])
     for shown in (str(raised.value), repr(sink.settings)):
         assert "hunter2" not in shown and "t0k3n" not in shown
 
@@ -219,10 +219,10 @@ async def test_https_with_a_private_ca_and_a_client_certificate(tmp_path: Path) 
         flags = ("--http-ca-file", str(ca_file))
         client_flags = ("--http-cert-file", str(cert_file), "--http-key-file", str(key_file))
         async with http_sink(receiver.url, *flags, *client_flags) as sink:
-            await send(sink, corpus_events()[:2])
+            await send(sink, audit_events()[:2])
         async with http_sink(receiver.url) as untrusting:
             with pytest.raises(ConfigError, match="certificate refused"):
-                await send(untrusting, corpus_events()[:2])
+                await send(untrusting, audit_events()[:2])
     assert len(receiver.accepted()) == 1
 
 
@@ -245,7 +245,7 @@ def test_bad_flags_are_configuration_errors(flags: list[str], message: str) -> N
 async def test_every_format_forwards_the_event_bytes_as_received(body_format: str) -> None:
     # Valid JSON that orjson refuses or would rewrite: a lone surrogate, a number beyond a
     # double, escapes it would write as characters.
-    [good] = consumed(corpus_events()[:1])
+    [good] = consumed(audit_events()[:1])
     patch = b'{"a":"\\ud800","n":1e400,"e":"\\u00e9\\/","x":1E+2}'
     raw = good.raw[:-1] + b',"requestObject":' + patch + b"}"
     event = decode(raw, [("cluster", b"prod-eu")], topic="t", partition=0, offset=0)

@@ -22,7 +22,7 @@ from consumers.settings import build_settings
 from consumers.sinks.base import EventsRefused
 from consumers.sinks.postgres import PostgresSink
 from relay.events.build import encode_event
-from tests.support.corpus import corpus_events
+from tests.support.events import audit_events
 from tests.support.net import unused_port, wait_until
 from tests.support.postgres import password_of, without_password
 
@@ -86,34 +86,34 @@ def expected_row(event: dict[str, Any], cluster: str) -> dict[str, Any]:
     }
 
 
-async def test_the_corpus_lands_in_the_table_field_by_field(postgres_dsn: str) -> None:
+async def test_every_event_lands_in_the_table_field_by_field(postgres_dsn: str) -> None:
     async with postgres_sink(postgres_dsn) as sink:
-        await sink.write(consumed(corpus_events()))
+        await sink.write(consumed(audit_events()))
         await sink.flush()
     rows = await fetch(postgres_dsn, "SELECT * FROM audit_events ORDER BY id")
-    # Every event, the two pairs of distinct corpus events that share (auditID, stage,
+    # Every event, the two pairs of distinct events that share (auditID, stage,
     # stageTimestamp) included: only identical bytes are one event.
-    keys = {(e["auditID"], e["stage"], e["stageTimestamp"]) for e in corpus_events()}
-    assert len(keys) < len(rows) == len(corpus_events())
-    for event, record in zip(corpus_events(), rows, strict=True):
+    keys = {(e["auditID"], e["stage"], e["stageTimestamp"]) for e in audit_events()}
+    assert len(keys) < len(rows) == len(audit_events())
+    for event, record in zip(audit_events(), rows, strict=True):
         got = {column: record[column] for column in expected_row(event, "prod-eu")}
         got["event"] = orjson.loads(got["event"])
         assert got == expected_row(event, "prod-eu")
 
 
 async def test_a_redelivered_batch_adds_no_row(postgres_dsn: str) -> None:
-    events = consumed(corpus_events())
+    events = consumed(audit_events())
     async with postgres_sink(postgres_dsn) as sink:
         await sink.write(events[:10])
         await sink.flush()
         await sink.write(events)  # the first ten again, as after a crash before the commit
         await sink.flush()
     [count] = await fetch(postgres_dsn, "SELECT count(*) FROM audit_events")
-    assert count[0] == len(corpus_events())
+    assert count[0] == len(audit_events())
 
 
 async def test_the_same_event_from_two_clusters_is_two_rows(postgres_dsn: str) -> None:
-    event = corpus_events()[:1]
+    event = audit_events()[:1]
     async with postgres_sink(postgres_dsn) as sink:
         await sink.write([*consumed(event, "a"), *consumed(event, "b"), *consumed(event, None)])
         await sink.flush()
@@ -124,7 +124,7 @@ async def test_the_same_event_from_two_clusters_is_two_rows(postgres_dsn: str) -
 async def test_nul_characters_leave_the_columns_and_the_event_is_kept_as_its_text(
     postgres_dsn: str,
 ) -> None:
-    event = copy.deepcopy(corpus_events()[0])
+    event = copy.deepcopy(audit_events()[0])
     event["requestURI"] = "/api/v1/namespaces/x/secrets/a\x00b"
     event["objectRef"]["name"] = "a\x00b"
     [message] = consumed([event])
@@ -148,7 +148,7 @@ async def test_nul_characters_leave_the_columns_and_the_event_is_kept_as_its_tex
 async def test_valid_json_that_jsonb_refuses_is_stored_as_its_exact_text(
     postgres_dsn: str, value: bytes
 ) -> None:
-    good = consumed(corpus_events()[:2])
+    good = consumed(audit_events()[:2])
     raw = good[0].raw[:-1] + b',"requestObject":{"patch":' + value + b"}}"
     odd = decode(raw, [("cluster", b"prod-eu")], topic="t", partition=0, offset=9)
     async with postgres_sink(postgres_dsn) as sink:
@@ -158,13 +158,13 @@ async def test_valid_json_that_jsonb_refuses_is_stored_as_its_exact_text(
     assert len(rows) == 3, "the event jsonb refuses does not take its batch down"
     [kept] = [row for row in rows if row["event"] is None]
     assert kept["event_text"].encode() == raw
-    assert kept["audit_id"] == corpus_events()[0]["auditID"]
+    assert kept["audit_id"] == audit_events()[0]["auditID"]
 
 
 async def test_distinct_events_sharing_audit_id_stage_and_time_are_two_rows_a_repeat_is_one(
     postgres_dsn: str,
 ) -> None:
-    first = copy.deepcopy(corpus_events()[0])
+    first = copy.deepcopy(audit_events()[0])
     second = {**first, "verb": "delete"}
     async with postgres_sink(postgres_dsn) as sink:
         await sink.write(consumed([first, second, first]))
@@ -212,7 +212,7 @@ async def test_the_password_comes_from_a_file_and_is_never_shown(
         without_password(postgres_dsn), "--postgres-password-file", str(secret_file)
     )
     async with sink:
-        await sink.write(consumed(corpus_events()[:3]))
+        await sink.write(consumed(audit_events()[:3]))
         await sink.flush()
     assert len(await fetch(postgres_dsn, "SELECT id FROM audit_events")) == 3
     # A DSN that carries the password keeps it out of the settings' repr and the logs too.
@@ -254,7 +254,7 @@ async def test_retention_deletes_rows_past_the_period_in_chunks(postgres_dsn: st
     now = datetime.now(UTC)
     events = []
     for index, age in enumerate([40] * 23 + [29] * 5):
-        event = copy.deepcopy(corpus_events()[0])
+        event = copy.deepcopy(audit_events()[0])
         event["auditID"] = f"id-{index}"
         stamp = (now - timedelta(days=age)).isoformat().replace("+00:00", "Z")
         event["stageTimestamp"] = event["requestReceivedTimestamp"] = stamp
@@ -288,7 +288,7 @@ async def test_migrating_a_table_of_the_first_schema_keeps_every_row(postgres_ds
         await connection.execute(first)
         await connection.execute(CREATE_VERSIONS)
         await connection.execute("INSERT INTO schema_migrations VALUES (1, 'audit_events')")
-        for index, event in enumerate(corpus_events()[:5]):
+        for index, event in enumerate(audit_events()[:5]):
             await connection.execute(
                 "INSERT INTO audit_events (audit_id, stage_timestamp, event) "
                 "VALUES ($1, now() + $2 * interval '1 s', $3::jsonb)",
@@ -309,7 +309,7 @@ async def test_migrating_a_table_of_the_first_schema_keeps_every_row(postgres_ds
 async def test_rows_the_database_refuses_for_good_are_named_and_the_rest_stored(
     postgres_dsn: str,
 ) -> None:
-    events = consumed(corpus_events())
+    events = consumed(audit_events())
     async with postgres_sink(postgres_dsn) as sink:
         # A column an operator narrowed: the database refuses longer values for good.
         connection = await asyncpg.connect(postgres_dsn)

@@ -16,7 +16,7 @@ from relay.events.records import OutboundRecord
 from relay.kafka.publisher import KafkaPublisher, PublisherSettings
 from relay.metrics import RelayMetrics
 from relay.settings import RelaySettings
-from tests.support.corpus import corpus_events, event_list
+from tests.support.events import audit_events, event_list
 from tests.support.net import wait_until
 
 
@@ -54,7 +54,7 @@ PATH = RelaySettings(publisher=PublisherSettings(KafkaConnection())).path
 
 
 async def test_requests_over_the_bound_get_503_and_the_rest_go_through() -> None:
-    body = event_list(corpus_events()[:20])
+    body = event_list(audit_events()[:20])
     held_each = 2 * len(body) + 20 * RECORD_BYTES  # its body, and its 20 records: a copy and more
     served = serve(held_each * 2, 64 << 20)
     async with served.client as client:
@@ -76,7 +76,7 @@ async def test_requests_over_the_bound_get_503_and_the_rest_go_through() -> None
 
 async def test_bytes_held_for_answered_requests_count_against_the_bound() -> None:
     """Records a producer still holds after their request got its 503 take from the bound."""
-    body = event_list(corpus_events()[:20])
+    body = event_list(audit_events()[:20])
     bound = 2 * len(body) + 20 * RECORD_BYTES  # one request, its body and its records
     unanswered = bound - len(body) + 1
     served = serve(bound, 64 << 20, unanswered=lambda: unanswered)
@@ -90,7 +90,7 @@ async def test_bytes_held_for_answered_requests_count_against_the_bound() -> Non
 
 
 async def test_the_records_a_request_builds_count_against_the_bound() -> None:
-    events = event_list(corpus_events()[:20])
+    events = event_list(audit_events()[:20])
     tiny = b'{"kind":"EventList","items":[' + b",".join([b"1"] * 300) + b"]}"
     held_first = 2 * len(events) + 20 * RECORD_BYTES
     served = serve(held_first + 2 * len(tiny) + 300 * RECORD_BYTES - 1, 1 << 20)

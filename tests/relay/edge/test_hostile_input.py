@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.support.corpus import corpus_events, event_list
+from tests.support.events import audit_events, event_list
 from tests.support.kafka import read_topic, topic_size
 from tests.support.net import wait_until
 from tests.support.relay import RunningRelay, StartRelay
@@ -35,7 +35,7 @@ class Fuzzer:
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
-        self.events = corpus_events()
+        self.events = audit_events()
         self.delivered: list[str] = []  # auditIDs of valid events in bodies answered 200
         self.serial = 0
 
@@ -186,7 +186,7 @@ async def test_a_client_that_sends_its_body_too_slowly_gets_408(
     start_relay: StartRelay, http: aiohttp.ClientSession
 ) -> None:
     relay = await start_relay("--client-timeout", "1")
-    body = event_list(corpus_events()[:2])
+    body = event_list(audit_events()[:2])
 
     async def trickle() -> Any:
         yield body[:10]
@@ -203,7 +203,7 @@ async def test_oversized_headers_are_refused(
     start_relay: StartRelay, http: aiohttp.ClientSession
 ) -> None:
     relay = await start_relay()
-    body = event_list(corpus_events()[:1])
+    body = event_list(audit_events()[:1])
     async with http.post(relay.url, data=body, headers={"X-Big": "a" * 9000}) as response:
         assert 400 <= response.status < 500
     many = {f"X-Header-{index}": "v" for index in range(100)}

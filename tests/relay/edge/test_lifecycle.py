@@ -9,7 +9,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.support.corpus import corpus_events, event_list
+from tests.support.events import audit_events, event_list
 from tests.support.kafka import LocalBroker, read_topic, topic_size
 from tests.support.net import wait_until
 from tests.support.relay import StartRelay
@@ -27,12 +27,12 @@ async def test_503_with_retry_after_while_kafka_is_down(
 ) -> None:
     broker: LocalBroker = broker_factory()
     relay = await start_relay("--ack-timeout", "2", bootstrap=broker.bootstrap)
-    assert (await (await http.post(relay.url, data=event_list(corpus_events()[:2]))).json())[
+    assert (await (await http.post(relay.url, data=event_list(audit_events()[:2]))).json())[
         "accepted"
     ] == 2
     broker.stop()
     async with http.post(
-        relay.url, data=event_list(stamped(corpus_events()[:3], "down"))
+        relay.url, data=event_list(stamped(audit_events()[:3], "down"))
     ) as response:
         assert response.status == 503
         assert response.headers["Retry-After"].isdigit()
@@ -41,7 +41,7 @@ async def test_503_with_retry_after_while_kafka_is_down(
 
     async def accepted_again() -> bool:
         async with http.post(
-            relay.url, data=event_list(stamped(corpus_events()[:3], "up"))
+            relay.url, data=event_list(stamped(audit_events()[:3], "up"))
         ) as response:
             return response.status == 200
 
@@ -52,7 +52,7 @@ async def test_sigterm_under_load_loses_no_acknowledged_event(
     start_relay: StartRelay, http: aiohttp.ClientSession
 ) -> None:
     relay = await start_relay("--shutdown-grace", "15")
-    base_events = corpus_events()
+    base_events = audit_events()
     acknowledged: set[str] = set()
     answered: list[int] = []
 
@@ -84,7 +84,7 @@ async def test_two_workers_serve_and_shut_down_cleanly(
     start_relay: StartRelay, http: aiohttp.ClientSession
 ) -> None:
     relay = await start_relay("--workers", "2")
-    events = corpus_events()
+    events = audit_events()
     for round_ in range(20):
         async with http.post(relay.url, data=event_list(stamped(events, f"w{round_}"))) as response:
             assert response.status == 200

@@ -19,15 +19,14 @@ from relay.events.records import DEAD_LETTER, EVENTS, OutboundRecord
 from relay.kafka.publisher import KafkaPublisher, PublisherSettings
 from relay.metrics import RelayMetrics
 from relay.settings import RelaySettings
-from tests.support.corpus import corpus_events, event_list
+from tests.support.events import audit_events, event_list
 from tests.support.net import wait_until
 
 
 def events(prefix: str, count: int) -> list[dict[str, Any]]:
-    corpus = corpus_events()
+    made = audit_events()
     return [
-        {**corpus[index % len(corpus)], "auditID": f"{prefix}-{index:05d}"}
-        for index in range(count)
+        {**made[index % len(made)], "auditID": f"{prefix}-{index:05d}"} for index in range(count)
     ]
 
 

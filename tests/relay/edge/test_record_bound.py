@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from tests.support.corpus import corpus_events, event_list
+from tests.support.events import audit_events, event_list
 from tests.support.kafka import read_topic, topic_size
 from tests.support.relay import StartRelay
 
@@ -22,7 +22,7 @@ async def test_a_million_tiny_items_are_413_before_their_records_are_built(
         answer = await response.json()
     # The item bound stops the scan before the in-flight bound would count their records.
     assert answer["status"] == 413 and "--max-items-per-request" in answer["error"]
-    events = corpus_events()[:5]
+    events = audit_events()[:5]
     async with http.post(relay.url, data=event_list(events)) as response:
         assert (response.status, await response.json()) == (
             200,

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests.consumers.messages import with_fresh_ids
-from tests.support.corpus import event_list
+from tests.support.events import event_list
 from tests.support.kafka import LocalBroker, create_topic, read_topic, unique_topic
 from tests.support.net import wait_until
 from tests.support.relay import StartRelay

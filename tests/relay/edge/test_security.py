@@ -24,11 +24,12 @@ import trustme
 from tests.relay.events.test_redact import (
     ENCODED,
     PLAIN,
-    SECRET_FILES,
+    SECRET_KINDS,
     assert_no_secret,
     at_request_level,
+    secret_event,
 )
-from tests.support.corpus import corpus_file_events, event_list
+from tests.support.events import event_list, logged
 from tests.support.kafka import read_topic, topic_size, unique_topic
 from tests.support.net import unused_port, wait_until
 from tests.support.processes import Process, ProcessFactory
@@ -134,7 +135,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 def secret_events(count: int = 1) -> list[dict[str, Any]]:
     events = []
     for index in range(count):
-        event = at_request_level(corpus_file_events(SECRET_FILES[index % len(SECRET_FILES)])[0])
+        event = at_request_level(secret_event(SECRET_KINDS[index % len(SECRET_KINDS)]))
         event["auditID"] = f"{event['auditID']}-{index}"
         events.append(event)
     return events
@@ -293,17 +294,17 @@ async def test_secret_bearing_events_are_redacted_before_kafka(
     relay = await start_secure(
         "--client-ca", str(pki.directory / "clients.pem"), "--redact-resource", "configmaps"
     )
-    secrets = [at_request_level(corpus_file_events(name)[0]) for name in SECRET_FILES]
-    configmaps = corpus_file_events("create_configmap_sensitive_values.json")
-    token_request = copy.deepcopy(corpus_file_events("create_serviceaccount.json")[0])
-    token_request["objectRef"]["subresource"] = "token"
-    token_request["responseObject"] = {"kind": "TokenRequest", "status": {"token": PLAIN["token"]}}
-    patch = copy.deepcopy(corpus_file_events("create_secret.json")[0])
+    secrets = [at_request_level(secret_event(kind)) for kind in SECRET_KINDS]
+    configmaps = logged("configmap with credentials")
+    [token_request] = logged(
+        "token request", response={"kind": "TokenRequest", "status": {"token": PLAIN["token"]}}
+    )
+    patch = copy.deepcopy(secret_event("secret created"))
     patch |= {"verb": "patch", "level": "Request", "auditID": "patch-1"}
     patch["requestObject"] = [
         {"op": "replace", "path": "/data/password", "value": ENCODED["password"]}
     ]
-    broken = at_request_level(corpus_file_events("create_secret.json")[0])
+    broken = at_request_level(secret_event("secret created"))
     del broken["stage"]  # dead-lettered, and redacted all the same
     events = [*secrets, *configmaps, token_request, patch]
     status, answer = await post(session, relay, pki.client(), event_list([*events, broken]))

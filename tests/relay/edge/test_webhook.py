@@ -13,7 +13,7 @@ import pytest
 
 from relay.edge.app import INLINE_BODY_BYTES
 from relay.events.build import timestamp_ms
-from tests.support.corpus import corpus_events, event_list
+from tests.support.events import audit_events, event_list
 from tests.support.kafka import read_topic, topic_size
 from tests.support.relay import StartRelay
 
@@ -29,11 +29,11 @@ async def post(
         return response.status, await response.json()
 
 
-async def test_corpus_arrives_once_with_value_key_headers_and_timestamp(
+async def test_events_arrive_once_with_value_key_headers_and_timestamp(
     start_relay: StartRelay, http: aiohttp.ClientSession
 ) -> None:
     relay = await start_relay("--cluster", "prod-eu")
-    events = corpus_events()
+    events = audit_events()
     for start in range(0, len(events), 10):
         status, answer = await post(
             http, relay.url + "?timeout=30s", event_list(events[start : start + 10])
@@ -47,7 +47,7 @@ async def test_corpus_arrives_once_with_value_key_headers_and_timestamp(
     def canonical(document: dict) -> bytes:
         return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
-    # The corpus repeats some (auditID, stage, stageTimestamp): compare whole values as multisets.
+    # Some events share (auditID, stage, stageTimestamp): compare whole values as multisets.
     expected = [
         {**event, "kind": "Event", "apiVersion": event.get("apiVersion", "audit.k8s.io/v1")}
         for event in events
@@ -74,7 +74,7 @@ async def test_single_event_body_is_accepted(
     start_relay: StartRelay, http: aiohttp.ClientSession
 ) -> None:
     relay = await start_relay()
-    event = corpus_events()[0]
+    event = audit_events()[0]
     status, answer = await post(http, relay.url, orjson.dumps(event))
     assert (status, answer) == (200, {"accepted": 1, "deadLettered": 0})
     [record] = await read_topic(relay.bootstrap, relay.topic, 1)
@@ -85,7 +85,7 @@ async def test_a_stage_timestamp_a_broker_would_refuse_does_not_stamp_its_record
     start_relay: StartRelay, http: aiohttp.ClientSession
 ) -> None:
     relay = await start_relay()
-    events = corpus_events()[:3]
+    events = audit_events()[:3]
     future = {**events[0], "auditID": "from-the-future", "stageTimestamp": "9999-12-31T23:59:59Z"}
     past = {**events[1], "auditID": "before-1970", "stageTimestamp": "1960-01-01T00:00:00Z"}
     status, answer = await post(http, relay.url, event_list([future, past, events[2]]))
@@ -138,7 +138,7 @@ async def test_a_torn_batch_holding_a_secret_is_dead_lettered_without_its_values
 ) -> None:
     relay = await start_relay()
     password = "c2VjcmV0LXBhc3N3b3JkLXRvcm4="
-    events = corpus_events()[:3]
+    events = audit_events()[:3]
     secret = {
         **events[0],
         "auditID": "torn-secret",
@@ -165,7 +165,7 @@ async def test_invalid_items_are_dead_lettered_and_the_rest_accepted(
     start_relay: StartRelay, http: aiohttp.ClientSession
 ) -> None:
     relay = await start_relay()
-    good = corpus_events()[:3]
+    good = audit_events()[:3]
     bad = [
         {"kind": 0},
         "a string",
@@ -193,7 +193,7 @@ async def test_invalid_items_are_dead_lettered_and_the_rest_accepted(
 
 async def test_gzip_body(start_relay: StartRelay, http: aiohttp.ClientSession) -> None:
     relay = await start_relay()
-    events = corpus_events()[:20]
+    events = audit_events()[:20]
     status, answer = await post(
         http, relay.url, gzip.compress(event_list(events)), **{"Content-Encoding": "gzip"}
     )
@@ -207,7 +207,7 @@ async def test_unknown_content_encoding_is_415(
     relay = await start_relay()
     # aiohttp decompresses gzip and deflate only: an x-gzip body would reach the parser as is.
     for encoding in ("compress", "x-gzip"):
-        body = gzip.compress(event_list(corpus_events()[:1]))
+        body = gzip.compress(event_list(audit_events()[:1]))
         status, answer = await post(http, relay.url, body, **{"Content-Encoding": encoding})
         assert status == 415 and "gzip" in answer["error"]
 
@@ -216,7 +216,7 @@ async def test_body_over_limit_is_413_with_and_without_content_length(
     start_relay: StartRelay, http: aiohttp.ClientSession
 ) -> None:
     relay = await start_relay("--max-body-bytes", "100000")
-    big = event_list(corpus_events() * 5)
+    big = event_list(audit_events() * 5)
     assert len(big) > 100000
     status, answer = await post(http, relay.url, big)
     assert status == 413 and "100000" in answer["error"]
@@ -248,7 +248,7 @@ async def test_oversized_event_is_truncated_not_dropped(
     start_relay: StartRelay, http: aiohttp.ClientSession
 ) -> None:
     relay = await start_relay("--max-message-bytes", "200000")
-    event = dict(corpus_events()[0])
+    event = dict(audit_events()[0])
     event["requestObject"] = {"blob": os.urandom(300_000).hex()}  # incompressible
     status, answer = await post(http, relay.url, event_list([event]))
     assert (status, answer) == (200, {"accepted": 1, "deadLettered": 0})
@@ -264,11 +264,11 @@ async def test_a_large_body_is_answered_and_arrives_whole(
     start_relay: StartRelay, http: aiohttp.ClientSession
 ) -> None:
     relay = await start_relay("--max-message-bytes", "200000")
-    corpus = corpus_events()
+    made = audit_events()
     items: list[object] = [
-        {**corpus[n % len(corpus)], "auditID": f"large-{n:05d}"} for n in range(1000)
+        {**made[n % len(made)], "auditID": f"large-{n:05d}"} for n in range(1000)
     ]
-    oversized = {**corpus[0], "auditID": "large-oversized"}
+    oversized = {**made[0], "auditID": "large-oversized"}
     oversized["requestObject"] = {"blob": os.urandom(300_000).hex()}  # compressed: 300 KB
     body = event_list([*items, oversized, "not an event"])
     assert len(body) > INLINE_BODY_BYTES  # built in a thread, with the same code
@@ -289,7 +289,7 @@ async def test_health_readiness_and_metrics(
     start_relay: StartRelay, http: aiohttp.ClientSession
 ) -> None:
     relay = await start_relay()
-    await post(http, relay.url, event_list(corpus_events()[:5]))
+    await post(http, relay.url, event_list(audit_events()[:5]))
     async with http.get(relay.base + "/healthz") as response:
         assert response.status == 200
     async with http.get(relay.base + "/readyz") as response:

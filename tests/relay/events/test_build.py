@@ -20,11 +20,11 @@ from relay.events.build import (
 )
 from relay.events.records import DEAD_LETTER, EVENTS
 from relay.events.redact import Redactor
-from tests.support.corpus import corpus_events
+from tests.support.events import audit_events
 
 
 def test_invalid_reason_names_the_problem() -> None:
-    event = corpus_events()[0]
+    event = audit_events()[0]
     assert invalid_reason(event) is None
     assert "object" in invalid_reason(3)
     assert "'verb'" in invalid_reason({**event, "verb": None})
@@ -57,7 +57,7 @@ def test_headers_carry_the_schema_version_and_skip_missing_fields() -> None:
 
 
 def test_batch_truncates_what_does_not_fit_and_dead_letters_invalid_items() -> None:
-    events = corpus_events()[:2]
+    events = audit_events()[:2]
     big = {**events[0], "requestObject": {"x": "y" * 5000}}
     batch = build_batch(
         [big, {"kind": 0}, events[1], [1]],
@@ -82,9 +82,9 @@ def test_an_event_nested_too_deeply_outside_its_objects_is_dead_lettered() -> No
     status: Any = "deep"
     for _ in range(1018):  # orjson reads it; neither orjson nor json can write it back
         status = {"details": status}
-    deep = {**corpus_events()[0], "responseStatus": status}
+    deep = {**audit_events()[0], "responseStatus": status}
     batch = build_batch(
-        [deep, corpus_events()[1]],
+        [deep, audit_events()[1]],
         "audit.k8s.io/v1",
         "c",
         fits=lambda value: True,
@@ -115,7 +115,7 @@ def test_transform_is_applied_and_counted() -> None:
         return event.pop("user", None) is not None
 
     batch = build_batch(
-        corpus_events()[:3],
+        audit_events()[:3],
         "audit.k8s.io/v1",
         "c",
         fits=lambda v: True,
@@ -134,7 +134,7 @@ def test_an_item_nothing_can_read_is_withheld_while_redaction_is_on(redaction: b
         b'"requestObject":' + b'{"a":' * 5000 + b'{"data":{"password":"' + secret + b'"}}'
         + b"}" * 5000 + b"}"
     )  # fmt: skip
-    good = orjson.dumps(corpus_events()[0])
+    good = orjson.dumps(audit_events()[0])
     redactor = Redactor(b"k" * 32)
     batch = build_batch(
         [Raw(unreadable), Raw(good)],

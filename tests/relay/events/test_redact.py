@@ -28,14 +28,16 @@ from relay.events.redact import (
     add_redaction_arguments,
     redaction_settings_from_args,
 )
-from tests.support.corpus import corpus_events, corpus_file_events
+from tests.support.audit_policy import AuditPolicy
+from tests.support.corpus import corpus_events
+from tests.support.events import audit_events, logged
 
 KEY = b"k" * 32
-SECRET_FILES = (
-    "create_secret.json",
-    "create_kube_system_secret.json",
-    "create_service_account_token_secret.json",
-    "delete_secret.json",
+SECRET_KINDS = (
+    "secret created",
+    "secret created in kube-system",
+    "token secret by the controller manager",
+    "secret deleted",
 )
 PLAIN = {"password": "hunter2-plain-value", "token": "tok-3f9a7c1e5d"}
 ENCODED = {k: base64.b64encode(v.encode()).decode() for k, v in PLAIN.items()}
@@ -57,8 +59,14 @@ def secret_object(**extra: Any) -> dict[str, Any]:
     }
 
 
+def secret_event(kind: str) -> dict[str, Any]:
+    """A request of ``SECRET_KINDS`` as the shipped policy logs it: at Metadata."""
+    [event] = logged(kind, AuditPolicy.load())
+    return event
+
+
 def at_request_level(event: dict[str, Any]) -> dict[str, Any]:
-    """A corpus Secret event as the apiserver logs it under a RequestResponse policy."""
+    """A Secret event as the apiserver logs it under a RequestResponse policy."""
     event = copy.deepcopy(event)
     event["level"] = "RequestResponse"
     if event["verb"] != "delete":
@@ -80,9 +88,9 @@ def redacted(event: dict[str, Any], **kwargs: Any) -> tuple[dict[str, Any], bool
     return event, Redactor(KEY, **kwargs).redact(event)
 
 
-@pytest.mark.parametrize("name", SECRET_FILES)
-def test_corpus_secret_events_at_request_level_keep_no_secret_value(name: str) -> None:
-    (original,) = corpus_file_events(name)
+@pytest.mark.parametrize("kind", SECRET_KINDS)
+def test_secret_events_at_request_level_keep_no_secret_value(kind: str) -> None:
+    original = secret_event(kind)
     event, changed = redacted(at_request_level(original))
     assert changed
     assert_no_secret(event)
@@ -97,15 +105,22 @@ def test_corpus_secret_events_at_request_level_keep_no_secret_value(name: str) -
     assert response["metadata"]["annotations"][LAST_APPLIED].endswith("\n")
 
 
-@pytest.mark.parametrize("name", SECRET_FILES)
-def test_corpus_secret_events_at_metadata_level_pass_unchanged(name: str) -> None:
-    (original,) = corpus_file_events(name)
+@pytest.mark.parametrize("kind", SECRET_KINDS)
+def test_secret_events_at_metadata_level_pass_unchanged(kind: str) -> None:
+    original = secret_event(kind)
     event, changed = redacted(original)
     assert not changed
     assert event == original
 
 
-def test_no_corpus_event_is_changed_without_secrets() -> None:
+def test_no_event_is_changed_without_secrets() -> None:
+    for original in audit_events():
+        event, changed = redacted(original)
+        assert not changed, original["auditID"]
+        assert event == original
+
+
+def test_no_event_of_falcos_traces_is_changed_without_secrets() -> None:
     for original in corpus_events():
         event, changed = redacted(original)
         assert not changed, original["auditID"]
@@ -113,8 +128,7 @@ def test_no_corpus_event_is_changed_without_secrets() -> None:
 
 
 def test_sensitive_configmaps_are_redacted_when_asked() -> None:
-    events = corpus_file_events("create_configmap_sensitive_values.json")
-    assert len(events) == 6
+    events = logged("configmap with credentials")
     for original in events:
         assert b"MY-KEY" in orjson.dumps(original)
         untouched, changed = redacted(original)
@@ -127,7 +141,7 @@ def test_sensitive_configmaps_are_redacted_when_asked() -> None:
 
 
 def test_equal_values_give_equal_markers_and_the_marker_is_an_hmac() -> None:
-    event, _ = redacted(at_request_level(corpus_file_events("create_secret.json")[0]))
+    event, _ = redacted(at_request_level(secret_event("secret created")))
     data = event["responseObject"]["data"]
     expected = hmac.new(KEY, ENCODED["password"].encode(), hashlib.sha256).hexdigest()
     assert data["password"] == MARKER_PREFIX + expected
@@ -366,7 +380,7 @@ def test_token_request_and_token_review() -> None:
 
 
 def test_the_annotation_replaces_a_malformed_annotations_field() -> None:
-    event = at_request_level(corpus_file_events("create_secret.json")[0])
+    event = at_request_level(secret_event("secret created"))
     event["annotations"] = None
     result, changed = redacted(event)
     assert changed

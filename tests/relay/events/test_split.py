@@ -25,12 +25,12 @@ from relay.events.records import DEAD_LETTER, EVENTS
 from relay.events.redact import MARKER_PREFIX, Redactor
 from relay.events.split import DEFAULT_API_VERSION, split
 from tests.support import apiserver_json, json_grammar
-from tests.support.corpus import corpus_events, event_list
+from tests.support.events import audit_events, event_list
 
 REDACTOR = Redactor(b"f" * 32)
 # As the apiserver posts them in an EventList: no kind or apiVersion of their own.
 ITEMS = [
-    {k: v for k, v in event.items() if k not in ("kind", "apiVersion")} for event in corpus_events()
+    {k: v for k, v in event.items() if k not in ("kind", "apiVersion")} for event in audit_events()
 ]
 
 

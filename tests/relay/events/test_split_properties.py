@@ -21,9 +21,9 @@ from relay.events.records import EVENTS
 from relay.events.redact import Redactor
 from relay.events.split import split
 from tests.relay.events.test_redact import int64s, json_values
-from tests.support.corpus import corpus_events
+from tests.support.events import audit_events
 
-CORPUS = corpus_events()
+CORPUS = audit_events()
 # As the apiserver posts them in an EventList: without kind and apiVersion, passed through unparsed.
 ITEMS = [{k: v for k, v in event.items() if k not in ("kind", "apiVersion")} for event in CORPUS]
 REDACTOR = Redactor(b"p" * 32)

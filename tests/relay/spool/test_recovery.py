@@ -13,7 +13,7 @@ from relay.events.records import EVENTS, OutboundRecord
 from relay.spool import frames
 from relay.spool.store import Spool
 from tests.relay.spool.test_store import Sink, records, segment_files
-from tests.support.corpus import corpus_events
+from tests.support.events import audit_events
 from tests.support.kafka import read_topic, topic_size
 from tests.support.net import wait_until
 from tests.support.relay import StartRelay
@@ -105,7 +105,7 @@ async def test_a_relay_on_a_damaged_spool_delivers_every_other_frames_events(
 ) -> None:
     root = tmp_path / "spool"
     events = [
-        {**event, "auditID": f"spooled-{n:03d}"} for n, event in enumerate(corpus_events()[:1] * 60)
+        {**event, "auditID": f"spooled-{n:03d}"} for n, event in enumerate(audit_events()[:1] * 60)
     ]
     batch = [
         OutboundRecord(
