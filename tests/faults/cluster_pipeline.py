@@ -90,14 +90,19 @@ class Watch:
     without_commit_s: float = 0.0
     commits: list[tuple[float, int]] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._sample())
 
     async def stop(self) -> None:
+        """Stop sampling. A flag, not a cancel: aiokafka may swallow a cancellation while
+        connecting, and the sampling would then go on for ever."""
         assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        self._stopping.set()
+        _, pending = await asyncio.wait([self._task], timeout=10)
+        for task in pending:
+            task.cancel()
 
     def committed_since(self, since: float) -> bool:
         """Whether the group's committed offsets grew after the Unix time ``since``."""
@@ -107,7 +112,7 @@ class Watch:
 
     async def _sample(self) -> None:
         last_progress = time.time()
-        while True:
+        while not self._stopping.is_set():
             now = time.time()
             with contextlib.suppress(aiohttp.ClientError, KeyError):
                 last_ack = (await self.relay.metrics(self.http))[
@@ -122,7 +127,8 @@ class Watch:
                 self.commits.append((now, committed))
             if self.commits:
                 self.without_commit_s = max(self.without_commit_s, now - last_progress)
-            await asyncio.sleep(0.25)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 0.25)
 
     async def _committed(self) -> int | None:
         """The group's committed offsets summed, or None when Kafka does not answer in 2 s."""
@@ -169,13 +175,19 @@ class Pipeline:
         return [self.relay.topic, f"{self.relay.topic}.dead-letter"]
 
     async def start(self) -> None:
-        """Relay ready (its topics created), its consumer group and load running."""
+        """Relay connected (its topics created), its consumer group and load running."""
         await self.relay.start(self.http, *REPLICATION)
+        # Ready with a spool means taking requests, not connected: what the load sends before
+        # the first producer is in place would count as spooled by the fault.
+        await self.relay.wait_kafka_connected(self.http, True, timeout=30)
         self.group.start()
         self.load.start()
         self.watch.start()
         await wait_until(
-            lambda: len(self.tally.acknowledged) > 0, timeout=30, what="a first acknowledgement"
+            lambda: len(self.tally.acknowledged) > 0 and self.watch.committed_since(0),
+            timeout=60,
+            interval=0.25,
+            what="a first acknowledgement and a first commit of the group",
         )
 
     async def fault_ended(self, at: float, within: float = 90) -> float:

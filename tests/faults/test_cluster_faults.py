@@ -176,8 +176,7 @@ async def test_two_brokers_down_the_relay_spools_or_refuses_and_recovers_when_on
     await asyncio.to_thread(second.start)
     for pipeline in pipelines:
         await settled(cluster, pipeline, back)
-    await finish_with_every_answer_200(spooled)
-    await unspooled.finish()
+    await asyncio.gather(finish_with_every_answer_200(spooled), unspooled.finish())
     # 503s only while fewer than min.insync.replicas brokers could acknowledge: from the kill
     # until every partition was writable again, plus one ack timeout for requests in flight.
     writable = back + writable_s
