@@ -12,19 +12,22 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psutil
-
-from bench.procs import broker_process
 from tests.support.cluster import LocalCluster
 from tests.support.net import unused_port_run
+
+if TYPE_CHECKING:
+    import psutil
 
 
 @contextlib.contextmanager
 def kafka_cluster(work: Path, brokers: int) -> Iterator[tuple[str, list[psutil.Process]]]:
     """KAFKA_CLUSTER_BOOTSTRAP's cluster, or one started here (``deploy/local/kafka
     --brokers``) and stopped at the end; its bootstrap and its brokers' JVMs."""
+    # Here, not at the top: ``compare`` is tested where the bench extra (psutil) is not installed.
+    from bench.procs import broker_process
+
     given = os.environ.get("KAFKA_CLUSTER_BOOTSTRAP")
     if given:
         yield given, []
