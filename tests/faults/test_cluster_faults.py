@@ -46,6 +46,21 @@ async def cluster(shared_cluster: LocalCluster) -> AsyncIterator[LocalCluster]:
     await asyncio.to_thread(shared_cluster.start)
 
 
+MakePipeline = Callable[..., Pipeline]
+
+
+@pytest.fixture
+def make_pipeline(
+    cluster: LocalCluster, processes: ProcessFactory, http: aiohttp.ClientSession, tmp_path: Path
+) -> MakePipeline:
+    """Pipelines on the module's cluster: ``make_pipeline(scenario, spool=True)``."""
+
+    def make(scenario: str, *, spool: bool = True) -> Pipeline:
+        return Pipeline(scenario, cluster, processes, http, tmp_path, spool=spool)
+
+    return make
+
+
 async def recover(cluster: LocalCluster, pipeline: Pipeline, fault_end: float) -> None:
     """After the fault's end (a Unix time): the relay acknowledged again, then ``settled``."""
     await pipeline.fault_ended(fault_end, RECOVERY_WITHIN_S)
@@ -76,9 +91,9 @@ async def ready(relay: Relay, http: aiohttp.ClientSession) -> bool:
 
 @pytest.mark.timeout(240)
 async def test_leader_of_the_busiest_partitions_sigkilled_and_restarted_10_s_later(
-    cluster: LocalCluster, processes: ProcessFactory, http: aiohttp.ClientSession, tmp_path: Path
+    cluster: LocalCluster, make_pipeline: MakePipeline
 ) -> None:
-    pipeline = Pipeline("leader SIGKILL 10 s", cluster, processes, http, tmp_path)
+    pipeline = make_pipeline("leader SIGKILL 10 s")
     await pipeline.start()
     await asyncio.sleep(3)
     leader = cluster.broker(await cluster.busiest_leader(pipeline.relay.topic))
@@ -91,10 +106,10 @@ async def test_leader_of_the_busiest_partitions_sigkilled_and_restarted_10_s_lat
 
 @pytest.mark.timeout(420)
 async def test_rolling_restart_of_every_broker_twice_with_controlled_shutdown(
-    cluster: LocalCluster, processes: ProcessFactory, http: aiohttp.ClientSession, tmp_path: Path
+    cluster: LocalCluster, make_pipeline: MakePipeline
 ) -> None:
     """What an upgrade does: one broker at a time, the next once every replica is in sync."""
-    pipeline = Pipeline("rolling restart x2", cluster, processes, http, tmp_path)
+    pipeline = make_pipeline("rolling restart x2")
     await pipeline.start()
     for _ in range(2):
         for broker in cluster.brokers:
@@ -107,11 +122,11 @@ async def test_rolling_restart_of_every_broker_twice_with_controlled_shutdown(
 
 @pytest.mark.timeout(240)
 async def test_one_follower_frozen_for_longer_than_the_replica_lag_then_thawed(
-    cluster: LocalCluster, processes: ProcessFactory, http: aiohttp.ClientSession, tmp_path: Path
+    cluster: LocalCluster, make_pipeline: MakePipeline
 ) -> None:
     """SIGSTOP of a broker that leads nothing the relay or the group uses: acks=all waits
     for it until the leaders drop it from the ISR (after ``replica.lag.time.max.ms``)."""
-    pipeline = Pipeline("follower frozen 20 s", cluster, processes, http, tmp_path)
+    pipeline = make_pipeline("follower frozen 20 s")
     coordinator = await cluster.group_coordinator()
     frozen = next(b for b in reversed(cluster.brokers) if b.node_id != coordinator)
     leaders = [b.node_id for b in cluster.brokers if b is not frozen]
@@ -131,13 +146,13 @@ async def test_one_follower_frozen_for_longer_than_the_replica_lag_then_thawed(
 
 @pytest.mark.timeout(300)
 async def test_two_brokers_down_the_relay_spools_or_refuses_and_recovers_when_one_returns(
-    cluster: LocalCluster, processes: ProcessFactory, http: aiohttp.ClientSession, tmp_path: Path
+    cluster: LocalCluster, make_pipeline: MakePipeline, http: aiohttp.ClientSession
 ) -> None:
     """Below min.insync.replicas nothing can be acknowledged: the relay with a spool takes
     every request on disk (ready), the one without answers 503 (not ready); both deliver
     again once a second broker is back."""
-    spooled = Pipeline("two down, spool", cluster, processes, http, tmp_path)
-    unspooled = Pipeline("two down, no spool", cluster, processes, http, tmp_path, spool=False)
+    spooled = make_pipeline("two down, spool")
+    unspooled = make_pipeline("two down, no spool", spool=False)
     pipelines = (spooled, unspooled)
     topics = [topic for p in pipelines for topic in p.topics]
     await asyncio.gather(*(p.start() for p in pipelines))
