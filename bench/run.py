@@ -2,6 +2,7 @@
 
     python bench/run.py --quick      # < 3 minutes: 1 worker, batches of 400
     python bench/run.py              # every configuration: workers 1 and 2, batches 100 and 400
+    python bench/run.py --quick --brokers 3   # then the same on a three-broker cluster, RF 3
 
 Starts a local broker (deploy/local/kafka) unless KAFKA_BOOTSTRAP names one, then, in one run:
 the relay's maximum rate and its latency at 75% of it, for each configuration; Kafka's
@@ -34,12 +35,14 @@ import orjson  # noqa: E402
 import psutil  # noqa: E402
 
 from bench.ceiling import producer_performance, producer_props  # noqa: E402
+from bench.cluster import compare, kafka_cluster  # noqa: E402
 from bench.consumer import csv_consumer_rate  # noqa: E402
 from bench.load import saturate  # noqa: E402
 from bench.measure import Timing, measure_relay  # noqa: E402
 from bench.procs import REPO, Relay, broker_process, machine, peak_rss_mb  # noqa: E402
 from bench.traffic import Traffic, published_values  # noqa: E402
 from relay.kafka.publisher import PublisherSettings  # noqa: E402
+from relay.kafka.topics import min_insync_replicas  # noqa: E402
 from relay.settings import build_parser  # noqa: E402
 from tests.support.kafka import LocalBroker, create_topic, topic_size, unique_topic  # noqa: E402
 from tests.support.net import unused_port_pair  # noqa: E402
@@ -74,10 +77,15 @@ def kafka(work: Path) -> Iterator[tuple[str, list[psutil.Process]]]:
 
 
 async def ceiling(
-    bootstrap: str, payloads: Path, seconds: float, broker: list[psutil.Process]
+    bootstrap: str,
+    payloads: Path,
+    seconds: float,
+    broker: list[psutil.Process],
+    replication: int = 1,
 ) -> dict[str, Any]:
     topic = unique_topic("bench-ceiling")
-    await create_topic(bootstrap, topic, PARTITIONS)
+    config = {"min.insync.replicas": str(min_insync_replicas(replication))}
+    await create_topic(bootstrap, topic, PARTITIONS, config, replication_factor=replication)
     props = producer_props(bootstrap, _default("compression"), _default("linger_ms"))
     result = await producer_performance(
         bootstrap, topic, payloads, seconds=seconds, props=props, broker=broker
@@ -113,10 +121,14 @@ async def one_pass(
     work: Path,
     payloads: Path,
     traffics: dict[int, Traffic],
+    replication: int = 1,
 ) -> dict[str, Any]:
+    """Every configuration and the ceiling on one Kafka (the relay and the ceiling's topics with
+    ``replication`` replicas); with one replica also the baseline and the CSV consumer."""
     timing = Timing(args.warmup, args.seconds, args.paced_seconds)
+    relay_args = ("--replication-factor", str(replication))
     baseline = None
-    if args.baseline:
+    if args.baseline and replication == 1:
         print(f"  baseline relay from {args.baseline}: 1 worker, batches of 400", flush=True)
         relay = Relay(1, bootstrap, work, source=args.baseline)
         await relay.start()
@@ -130,7 +142,7 @@ async def one_pass(
     for workers in args.workers:
         for batch in args.batches:
             print(f"  relay: {workers} worker(s), batches of {batch}", flush=True)
-            relay = Relay(workers, bootstrap, work)
+            relay = Relay(workers, bootstrap, work, extra_args=relay_args)
             await relay.start()
             profile = None
             if args.profile:
@@ -151,10 +163,10 @@ async def one_pass(
             configs[-1]["exit_code"] = code
     top = next(c for c in configs if c["workers"] == min(args.workers) and c["batch"] == 400)
     result: dict[str, Any] = {
-        "ceiling": await ceiling(bootstrap, payloads, args.seconds, broker),
+        "ceiling": await ceiling(bootstrap, payloads, args.seconds, broker, replication),
         "configs": configs,
     }
-    if not args.no_consumer:
+    if not args.no_consumer and replication == 1:
         total = await topic_size(bootstrap, top["topic"])
         print(f"  csv consumer over {total} events", flush=True)
         within = args.consumer_timeout
@@ -244,6 +256,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 large = await large_bodies(bootstrap, work, args.paced_seconds, broker)
                 results["large_bodies"] = large
                 results["peak_rss_mb_10mb_bodies"] = large["peak_rss_mb"]
+        if args.brokers > 1:
+            with kafka_cluster(work, args.brokers) as (bootstrap, brokers):
+                on_cluster = await one_pass(
+                    args, bootstrap, brokers, work, payloads, traffics, replication=3
+                )
+            results["cluster"] = compare(passes[-1], on_cluster, args.brokers)
     results["seconds"] = round(time.monotonic() - started, 1)
     results["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return results
@@ -266,6 +284,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--output", default="latest.json", help="file name of the results in bench/results"
+    )
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="3: then the same configurations on a three-broker cluster with replication "
+        "factor 3 and min.insync.replicas 2 (relay and ceiling), compared with one broker",
     )
     args = parser.parse_args(argv)
     args.workers = [1] if args.quick else [1, 2]
@@ -301,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         "seconds",
     )
     print(", ".join(f"{name} {results[name]}" for name in headline if name in results))
+    if "cluster" in results:
+        cluster = results["cluster"]
+        for name in ("one_broker", "on_cluster", "cluster_over_one_broker"):
+            print(f"{name}: {orjson.dumps(cluster[name]).decode()}")
     return 0
 
 

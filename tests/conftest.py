@@ -9,8 +9,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.support.cluster import LocalCluster
 from tests.support.kafka import LocalBroker, create_topic, unique_topic
-from tests.support.net import unused_port_pair
+from tests.support.net import unused_port_pair, unused_port_run
 from tests.support.postgres import LocalPostgres, create_database, drop_database
 from tests.support.processes import ProcessFactory
 from tests.support.relay import StartRelay, relay_starter
@@ -45,6 +46,27 @@ def broker_factory(tmp_path: Path) -> Iterator[Callable[[], LocalBroker]]:
     yield make
     for broker in made:
         broker.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[dict[str, str]], LocalCluster]]:
+    """Makes three-broker clusters (``deploy/local/kafka --brokers 3``, about 15 s) with the
+    given broker settings; a module's tests may share one. Stops them at the module's end."""
+    made: list[LocalCluster] = []
+
+    def make(settings: dict[str, str]) -> LocalCluster:
+        cluster = LocalCluster(
+            unused_port_run(6), tmp_path_factory.mktemp("cluster"), settings=settings
+        )
+        made.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop()
 
 
 @pytest.fixture

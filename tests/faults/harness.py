@@ -133,6 +133,9 @@ class Tally:
     acknowledged: set[EventId] = field(default_factory=set)
     delivered: Counter[EventId] = field(default_factory=Counter)
     answers: Counter[str] = field(default_factory=Counter)
+    # Seconds of the slowest request attempt, and the Unix times of the answers that were not 200.
+    longest_s: float = 0.0
+    refused_at: list[float] = field(default_factory=list)
 
     @property
     def duplicated(self) -> int:
@@ -221,6 +224,7 @@ class Load:
     async def _post(self, items: list[dict[str, Any]]) -> None:
         body = event_list(items)
         while True:
+            started = time.monotonic()
             try:
                 async with self.http.post(self.url, data=body) as response:
                     status = response.status
@@ -228,8 +232,11 @@ class Load:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 status, retry_after = 0, 1.0
                 self.tally.answers[type(exc).__name__] += 1
+            self.tally.longest_s = max(self.tally.longest_s, time.monotonic() - started)
             if status:
                 self.tally.answers[str(status)] += 1
+            if status != 200:
+                self.tally.refused_at.append(time.time())
             if status == 200:
                 self.tally.acknowledged.update((item["auditID"], item["stage"]) for item in items)
                 return

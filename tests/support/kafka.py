@@ -20,34 +20,32 @@ KAFKA_SCRIPT = REPO / "deploy" / "local" / "kafka"
 
 @dataclass
 class LocalBroker:
-    """A broker started by deploy/local/kafka; tests may stop, kill and restart it."""
+    """A broker started by deploy/local/kafka; tests may stop, kill, pause and restart it.
+
+    ``script_args`` name it to the script: by default its port and state directory (one
+    broker); a member of a ``LocalCluster`` is named by the cluster's arguments and
+    ``--broker node_id``.
+    """
 
     port: int
     state_dir: Path
+    node_id: int = 1
+    script_args: tuple[str, ...] = ()
+    paused: bool = False
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def _run(self, command: str) -> None:
-        subprocess.run(
-            [
-                str(KAFKA_SCRIPT),
-                command,
-                "--port",
-                str(self.port),
-                "--state-dir",
-                str(self.state_dir),
-            ],
-            check=True,
-            timeout=180,
-            stdout=subprocess.DEVNULL,
-        )
+        args = self.script_args or ("--port", str(self.port), "--state-dir", str(self.state_dir))
+        run_kafka_script(command, *args)
 
     def start(self) -> None:
         self._run("start")
 
     def stop(self) -> None:
+        """Controlled shutdown (SIGTERM): the broker hands its leaderships over first."""
         self.resume()  # a stopped (SIGSTOP) JVM would not see the SIGTERM of a controlled stop
         self._run("stop")
 
@@ -55,10 +53,20 @@ class LocalBroker:
         """SIGSTOP the broker: connections stay open and nothing answers, as in a long GC pause,
         a frozen VM or a partition that drops packets."""
         os.kill(self._pid(), signal.SIGSTOP)
+        self.paused = True
 
     def resume(self) -> None:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             os.kill(self._pid(), signal.SIGCONT)
+        self.paused = False
+
+    def running(self) -> bool:
+        """Whether its pid file names a live process (not paused, not a zombie)."""
+        try:
+            state = Path(f"/proc/{self._pid()}/stat").read_text().split()[2]
+        except (FileNotFoundError, ValueError):
+            return False
+        return state != "Z" and not self.paused
 
     def _pid(self) -> int:
         return int((self.state_dir / "kafka.pid").read_text())
@@ -67,6 +75,7 @@ class LocalBroker:
         """SIGKILL the broker, as a crash would."""
         pid = self._pid()
         os.kill(pid, signal.SIGKILL)
+        self.paused = False
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -77,18 +86,37 @@ class LocalBroker:
         raise AssertionError(f"broker pid {pid} survived SIGKILL")
 
 
+def run_kafka_script(command: str, *args: str) -> None:
+    """``deploy/local/kafka COMMAND ARGS``; fails the test when it fails."""
+    subprocess.run(
+        [str(KAFKA_SCRIPT), command, *args], check=True, timeout=180, stdout=subprocess.DEVNULL
+    )
+
+
 def unique_topic(prefix: str = "test") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 async def create_topic(
-    bootstrap: str, name: str, partitions: int = 1, config: dict[str, str] | None = None
+    bootstrap: str,
+    name: str,
+    partitions: int = 1,
+    config: dict[str, str] | None = None,
+    *,
+    replication_factor: int = 1,
+    assignments: dict[int, list[int]] | None = None,
 ) -> None:
-    """Create topic ``name`` with ``config`` (topic-level settings such as max.message.bytes)."""
+    """Create topic ``name`` with ``config`` (topic-level settings such as max.message.bytes);
+    ``assignments`` (partition: replica node ids, the first its preferred leader) instead of
+    ``partitions`` and ``replication_factor`` places its replicas on chosen brokers."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config)])
+        if assignments is None:
+            topic = NewTopic(name, partitions, replication_factor, topic_configs=config)
+        else:
+            topic = NewTopic(name, -1, -1, replica_assignments=assignments, topic_configs=config)
+        await admin.create_topics([topic])
     finally:
         await admin.close()
 

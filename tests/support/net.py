@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -17,15 +18,24 @@ def unused_port() -> int:
 
 def unused_port_pair() -> int:
     """A port N such that N and N+1 are both free (the local broker uses N+1 for its controller)."""
+    return unused_port_run(2)
+
+
+def unused_port_run(count: int) -> int:
+    """A port N such that N .. N+count-1 are all free (a local cluster of 3 takes six)."""
     for _ in range(50):
         port = unused_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if port + count > 65536:
+            continue
+        with contextlib.ExitStack() as stack:
             try:
-                sock.bind(("127.0.0.1", port + 1))
+                for offset in range(1, count):
+                    sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    sock.bind(("127.0.0.1", port + offset))
             except OSError:
                 continue
             return port
-    raise RuntimeError("no free pair of adjacent ports")
+    raise RuntimeError(f"no free run of {count} adjacent ports")
 
 
 async def wait_until(
