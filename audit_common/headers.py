@@ -14,6 +14,8 @@ CLUSTER = "cluster"
 # The headers of an event record, in the order the relay writes them (each only when the event
 # has it as a non-empty string), after the schema version.
 EVENT_HEADERS = (CLUSTER, "apiVersion", "verb", "stage", "level", "resource", "namespace", "user")
+# Only on a record republished from the archive by ``audit-consumer replay``: which replay.
+REPLAY = "replay"
 
 # A dead-letter record: why it is there, and, when the relay cut it, how long it was.
 REASON = "reason"
