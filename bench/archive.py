@@ -1,4 +1,5 @@
-"""The archive: the sink's events/s per core, bytes stored per event, and replay's events/s.
+"""The archive: the sink's events/s per core and bytes stored per event (gzip JSON lines and
+Parquet), and replay's events/s (reading alone, into a topic, into the alerts sink).
 
 Runs in this process against a real S3 server (deploy/local/s3, started on a free port in a
 temporary directory) and, for replay into a topic and into the alerts sink, a real broker
@@ -59,8 +60,11 @@ async def cpu_rate(count: int, work: Callable[[], Awaitable[None]]) -> tuple[flo
     return count / (time.process_time() - cpu), count / (time.monotonic() - wall)
 
 
-async def archive_sink(events: list[ConsumedEvent], store: StoreSettings) -> dict[str, Any]:
-    sink = ArchiveSink(ArchiveSettings(store, max_bytes=8 * 2**20, max_seconds=3600))
+async def archive_sink(
+    events: list[ConsumedEvent], store: StoreSettings, form: str
+) -> dict[str, Any]:
+    settings = ArchiveSettings(store, max_bytes=8 * 2**20, max_seconds=3600, format=form)
+    sink = ArchiveSink(settings)
 
     async def run() -> None:
         async with sink:
@@ -75,9 +79,9 @@ async def archive_sink(events: list[ConsumedEvent], store: StoreSettings) -> dic
     stored = registry.get_sample_value("audit_consumer_archive_bytes_total") or 0.0
     raw = sum(len(event.raw) for event in events)
     return {
-        "events_per_core_s": round(per_core),
-        "events_per_s": round(per_s),
-        "bytes_per_event": round(stored / len(events), 1),
+        f"{form}_events_per_core_s": round(per_core),
+        f"{form}_events_per_s": round(per_s),
+        f"{form}_bytes_per_event": round(stored / len(events), 1),
         "json_bytes_per_event": round(raw / len(events), 1),
     }
 
@@ -97,6 +101,7 @@ async def replays(
 
     topic = unique_topic("bench-replay")
     await create_topic(bootstrap, topic, 1)
+    await create_topic(bootstrap, topic + ".alerts", 1)
 
     async def to_topic() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
@@ -149,7 +154,9 @@ async def main(count: int) -> dict[str, Any]:
             bootstrap = broker.bootstrap
         try:
             store = StoreSettings(f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}", s3.endpoint)
-            sink = await archive_sink(events, store)
+            sink = await archive_sink(events, store, "jsonl")
+            parquet = StoreSettings(f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}", s3.endpoint)
+            sink |= await archive_sink(events, parquet, "parquet")
             replay = await replays(store, events, bootstrap)
         finally:
             s3.stop()
@@ -159,7 +166,7 @@ async def main(count: int) -> dict[str, Any]:
         "events": count,
         "decode_only_events_per_core_s": round(baseline),
         **sink,
-        "sink_cost_vs_decode": round(baseline / sink["events_per_core_s"], 2),
+        "jsonl_cost_vs_decode": round(baseline / sink["jsonl_events_per_core_s"], 2),
         **replay,
     }
 

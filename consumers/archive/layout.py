@@ -26,8 +26,11 @@ LATE = HOUR
 # An event without a readable time (the relay refuses those; other producers may not).
 NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 UNKNOWN_CLUSTER = "unknown"
-SUFFIX = ".jsonl.gz"
-_NAME = re.compile(r"^(?P<topic>.+)-(?P<partition>\d+)-(?P<first>\d+)-(?P<last>\d+)\.jsonl\.gz$")
+# --archive-format: the name's suffix of each.
+SUFFIXES = {"jsonl": ".jsonl.gz", "parquet": ".parquet"}
+_NAME = re.compile(
+    r"^(?P<topic>.+)-(?P<partition>\d+)-(?P<first>\d+)-(?P<last>\d+)\.(?P<suffix>jsonl\.gz|parquet)$"
+)
 _PREFIX = re.compile(
     r"^cluster=(?P<cluster>[^/]+)/date=(?P<date>\d{4}-\d\d-\d\d)/hour=(?P<hour>\d\d)/$"
 )
@@ -70,10 +73,12 @@ class ObjectKey:
     partition: int
     first: int
     last: int
+    format: str = "jsonl"
 
     @property
     def path(self) -> str:
-        name = f"{self.topic}-{self.partition}-{self.first}-{self.last}{SUFFIX}"
+        suffix = SUFFIXES[self.format]
+        name = f"{self.topic}-{self.partition}-{self.first}-{self.last}{suffix}"
         return hour_prefix(self.cluster, self.hour) + name
 
     @classmethod
@@ -95,6 +100,7 @@ class ObjectKey:
             int(named["partition"]),
             int(named["first"]),
             int(named["last"]),
+            "parquet" if named["suffix"] == "parquet" else "jsonl",
         )
 
 
@@ -106,13 +112,14 @@ class Encoded:
     body: bytes
     count: int
     sha256: str
+    # Not Content-Encoding: gzip for JSON lines, which has HTTP clients unzip what they get.
+    content_type: str = "application/gzip"
 
     @property
     def metadata(self) -> dict[str, str]:
         """User metadata (``x-amz-meta-*`` on S3): what ``archive verify`` checks the body by."""
         return {
-            # Not Content-Encoding: gzip, which has HTTP clients unzip what they download.
-            "Content-Type": "application/gzip",
+            "Content-Type": self.content_type,
             "count": str(self.count),
             "sha256": self.sha256,
             "first-offset": str(self.key.first),
@@ -131,9 +138,14 @@ def encode(key: ObjectKey, lines: Sequence[bytes]) -> Encoded:
 
 
 def decode_lines(body: bytes) -> list[bytes]:
-    """The lines (without their newline) of an object's body; raises OSError or EOFError for a
-    body that is not gzip."""
+    """The lines (without their newline) of a JSON lines object's body; raises OSError or
+    EOFError for a body that is not gzip."""
     return gzip.decompress(body).splitlines()
+
+
+def digest(lines: Sequence[bytes]) -> str:
+    """What an object's ``sha256`` is of, whatever its format: its events as JSON lines."""
+    return hashlib.sha256(b"".join(line + b"\n" for line in lines)).hexdigest()
 
 
 def hours_between(since: datetime, until: datetime) -> Iterator[datetime]:

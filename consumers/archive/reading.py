@@ -6,16 +6,17 @@ an hour reads two hours of one cluster, however many years the archive keeps.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import unquote
 
+from audit_common.errors import ConfigError
 from consumers.archive.layout import (
     ObjectKey,
     cluster_prefix,
     decode_lines,
+    digest,
     hour_of,
     hour_prefix,
     hours_between,
@@ -109,12 +110,16 @@ async def _read(store: ArchiveStore, key: ObjectKey) -> ReadObject:
     except FileNotFoundError:
         return ReadObject(key, [], {}, "", "deleted while being read")
     try:
-        lines = decode_lines(body)
-    except (OSError, EOFError) as exc:
-        return ReadObject(key, [], metadata, "", f"not gzip: {exc}")
-    text = b"".join(line + b"\n" for line in lines)
-    digest = hashlib.sha256(text).hexdigest()
-    return ReadObject(key, lines, metadata, digest, _problem(key, lines, metadata, digest))
+        if key.format == "parquet":
+            from consumers.archive.parquet import decode_parquet  # pyarrow: optional
+
+            lines = decode_parquet(body)
+        else:
+            lines = decode_lines(body)
+    except (OSError, EOFError, ConfigError) as exc:
+        return ReadObject(key, [], metadata, "", f"unreadable: {exc}")
+    sha256 = digest(lines)
+    return ReadObject(key, lines, metadata, sha256, _problem(key, lines, metadata, sha256))
 
 
 def _problem(

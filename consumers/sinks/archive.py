@@ -32,6 +32,7 @@ from consumers.archive.layout import (
     hour_of,
     hour_prefix,
 )
+from consumers.archive.parquet import encode_parquet, require_pyarrow
 from consumers.archive.store import ArchiveStore, RetentionMode, StoreSettings, gather_limited
 from consumers.events import ConsumedEvent
 from consumers.sinks.base import Sink
@@ -68,6 +69,7 @@ class ArchiveSettings:
     store: StoreSettings
     max_bytes: int = DEFAULT_MAX_BYTES
     max_seconds: float = DEFAULT_MAX_SECONDS
+    format: str = "jsonl"
 
 
 class ArchiveSink(Sink):
@@ -119,6 +121,13 @@ class ArchiveSink(Sink):
             help="write a partition's object once its first event has been held this long",
         )
         parser.add_option(
+            "--archive-format",
+            choices=("jsonl", "parquet"),
+            default="jsonl",
+            help="jsonl: gzip JSON lines of the events as published; parquet: the columns "
+            "people query and each event's text (needs pyarrow)",
+        )
+        parser.add_option(
             "--archive-retain-days",
             type=int,
             default=0,
@@ -143,7 +152,13 @@ class ArchiveSink(Sink):
             cast(RetentionMode, args.archive_retain_mode),
         )
         store.check()
-        return cls(ArchiveSettings(store, args.archive_max_bytes, args.archive_max_seconds))
+        if args.archive_format == "parquet":
+            require_pyarrow()
+        return cls(
+            ArchiveSettings(
+                store, args.archive_max_bytes, args.archive_max_seconds, args.archive_format
+            )
+        )
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
         for metric in (self._objects, self._bytes, self._lag):
@@ -224,9 +239,19 @@ class ArchiveSink(Sink):
         assert self._store is not None
         first, last = held.events[0], held.events[-1]
         key = ObjectKey(
-            held.cluster, held.hour, first.topic, first.partition, first.offset, last.offset
+            held.cluster,
+            held.hour,
+            first.topic,
+            first.partition,
+            first.offset,
+            last.offset,
+            self.settings.format,
         )
-        encoded = encode(key, [JsonLinesSink.line(event) for event in held.events])
+        lines = [JsonLinesSink.line(event) for event in held.events]
+        if key.format == "parquet":
+            encoded = encode_parquet(key, held.events, lines)
+        else:
+            encoded = encode(key, lines)
         try:
             await self._store.put(encoded.key.path, encoded.body, encoded.metadata)
         except ArchiveUnavailable as exc:

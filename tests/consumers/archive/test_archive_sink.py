@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import pyarrow.parquet as pq
 import pytest
 
 from audit_common.errors import ConfigError
 from audit_common.headers import CLUSTER
 from consumers.archive.reading import Range, find_objects, read_objects
 from consumers.archive.store import ArchiveStore, StoreSettings
+from consumers.archive.verify import verify
 from consumers.events import ConsumedEvent, decode
 from consumers.settings import build_settings
 from consumers.sinks.archive import ArchiveSettings, ArchiveSink
@@ -102,3 +104,23 @@ def test_the_archive_keeps_every_event_so_filters_are_refused_and_repeats_kept()
         build_settings(["--sink", "archive"], {})
     with pytest.raises(ConfigError, match="expected s3://"):
         build_settings(["--sink", "archive", "--archive-url", "ftp://x"], {})
+
+
+async def test_parquet_objects_hold_the_queried_columns_and_verify_as_their_events(
+    tmp_path: Path,
+) -> None:
+    url = f"file://{tmp_path}/archive"
+    events = [event(n, n) for n in range(5)]
+    sink = ArchiveSink(ArchiveSettings(StoreSettings(url), format="parquet"), Clock())
+    async with sink:
+        await sink.write(events)
+        await sink.drain()
+    store = ArchiveStore(StoreSettings(url))
+    (key,) = await find_objects(store, Range())
+    assert key.path == "cluster=a/date=2026-01-05/hour=13/t-0-0-4.parquet"
+    (read,) = [read async for read in read_objects(store, [key])]
+    assert read.problem is None and read.lines == [e.raw for e in events]
+    table = pq.read_table(tmp_path / "archive" / key.path)
+    assert table.column("auditID").to_pylist() == [f"id-{n}" for n in range(5)]
+    assert table.column("time").to_pylist()[1] == START + timedelta(minutes=1)
+    assert (await verify(store, Range())).problems == []
