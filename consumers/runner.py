@@ -69,9 +69,6 @@ class Runner:
         self._dedupe = Deduplicator(settings.dedupe_window)
         self._consumer: AIOKafkaConsumer | None = None
         self._offsets: Offsets | None = None
-        # Per partition, the offset after the last batch written: what is committed once the
-        # sink holds nothing of it (``Sink.held``).
-        self._consumed: dict[TopicPartition, int] = {}
 
     def stop(self) -> None:
         """Ask ``run()`` to finish the batch in hand and return; safe from a signal handler."""
@@ -251,25 +248,17 @@ class Runner:
                 if not await self._retry("sink", "write to the sink", write):
                     return False
             for tp, tp_records in batches.items():
-                self._consumed[tp] = tp_records[-1].offset + 1
-            self._release()
+                self._offsets.mark_written(tp, tp_records[-1].offset + 1)
+            self._offsets.release(self.sink.held())
             return True
-
-    def _release(self) -> None:
-        """Mark flushed what was consumed, short of what the sink still holds."""
-        assert self._offsets is not None
-        held = self.sink.held()
-        for tp, consumed in self._consumed.items():
-            self._offsets.mark_flushed(
-                tp, min(consumed, held.get((tp.topic, tp.partition), consumed))
-            )
 
     async def _flush_held(self) -> bool:
         """After an idle poll: let a sink that holds events write what is due by age."""
         async with self._lock:
             if not await self._retry("sink", "write to the sink", self.sink.flush):
                 return False
-            self._release()
+            assert self._offsets is not None
+            self._offsets.release(self.sink.held())
             return True
 
     async def _drain(self) -> None:
@@ -280,7 +269,8 @@ class Runner:
         except AuditRelayError as exc:
             log.error("could not write out what the sink holds, it comes again: %s", exc)
             return
-        self._release()
+        assert self._offsets is not None
+        self._offsets.release(self.sink.held())
 
     async def _drain_locked(self) -> None:
         async with self._lock:
@@ -371,8 +361,6 @@ class Runner:
                 await self._drain()
             await self._offsets.commit_flushed()
             self._offsets.forget(revoked)
-            for tp in revoked:
-                self._consumed.pop(tp, None)
         if revoked:
             log.info("partitions revoked: %s", _describe(revoked))
 

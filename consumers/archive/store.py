@@ -107,51 +107,59 @@ class ArchiveStore:
             }
         return self._writers[stamp]
 
+    # obstore's blocking calls, each in a thread: its async API aborts the interpreter at exit
+    # now and then (a completion reaching Python as it finalizes), turning a clean exit into 134.
+
     async def put(self, path: str, body: bytes, metadata: dict[str, str]) -> None:
         """Write one object with its metadata; the same path again replaces it."""
         try:
-            if self._local:
-                await obstore.put_async(self._reader, path, body)
-                await obstore.put_async(self._reader, path + SIDECAR, orjson.dumps(metadata))
-            else:
-                await obstore.put_async(
-                    self._writer(), path, body, attributes=metadata, use_multipart=False
-                )
+            await asyncio.to_thread(self._put, self._writer(), path, body, metadata)
         except Exception as exc:
             raise ArchiveUnavailable(f"cannot write {path}: {_short(exc)}") from exc
+
+    def _put(self, store: ObjectStore, path: str, body: bytes, metadata: dict[str, str]) -> None:
+        if self._local:
+            obstore.put(store, path, body)
+            obstore.put(store, path + SIDECAR, orjson.dumps(metadata))
+        else:
+            obstore.put(store, path, body, attributes=metadata, use_multipart=False)
 
     async def get(self, path: str) -> tuple[bytes, dict[str, str]]:
         """An object's body and metadata. Raises FileNotFoundError for a missing object."""
         try:
-            result = await obstore.get_async(self._reader, path)
-            body = bytes(await result.bytes_async())
-            if not self._local:
-                return body, {key.lower(): str(value) for key, value in result.attributes.items()}
-            sidecar = await obstore.get_async(self._reader, path + SIDECAR)
-            metadata = orjson.loads(bytes(await sidecar.bytes_async()))
+            body, metadata = await asyncio.to_thread(self._get, path)
         except FileNotFoundError:
             raise
         except Exception as exc:
             raise ArchiveUnavailable(f"cannot read {path}: {_short(exc)}") from exc
         return body, {str(key).lower(): str(value) for key, value in metadata.items()}
 
+    def _get(self, path: str) -> tuple[bytes, dict[str, Any]]:
+        result = obstore.get(self._reader, path)
+        body = bytes(result.bytes())
+        if not self._local:
+            return body, dict(result.attributes)
+        metadata = orjson.loads(bytes(obstore.get(self._reader, path + SIDECAR).bytes()))
+        return body, metadata
+
     async def list_names(self, prefix: str) -> list[str]:
         """The paths of the objects directly under ``prefix`` (a ``.../`` directory)."""
-        try:
-            listed = await obstore.list_with_delimiter_async(self._reader, prefix.rstrip("/"))
-        except Exception as exc:
-            raise ArchiveUnavailable(f"cannot list {prefix}: {_short(exc)}") from exc
-        return sorted(str(item["path"]) for item in listed["objects"])
+        objects, _ = await self._list(prefix)
+        return objects
 
     async def list_dirs(self, prefix: str | None) -> list[str]:
         """The ``.../`` prefixes directly under ``prefix`` (the top when None)."""
+        _, directories = await self._list(prefix)
+        return directories
+
+    async def _list(self, prefix: str | None) -> tuple[list[str], list[str]]:
+        where = prefix.rstrip("/") if prefix else None
         try:
-            listed = await obstore.list_with_delimiter_async(
-                self._reader, prefix.rstrip("/") if prefix else None
-            )
+            listed = await asyncio.to_thread(obstore.list_with_delimiter, self._reader, where)
         except Exception as exc:
             raise ArchiveUnavailable(f"cannot list {prefix or '/'}: {_short(exc)}") from exc
-        return sorted(f"{path}/" for path in listed["common_prefixes"])
+        objects = sorted(str(item["path"]) for item in listed["objects"])
+        return objects, sorted(f"{path}/" for path in listed["common_prefixes"])
 
 
 def _short(exc: BaseException) -> str:
