@@ -1,7 +1,10 @@
-"""Keys of archive objects, and the hours a time range reads."""
+"""Keys of archive objects, the hours a time range reads, and the commands' answers to bad
+ranges and URLs."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 from consumers.archive.layout import ObjectKey, hours_between
@@ -20,3 +23,20 @@ def test_a_range_reads_its_hours_and_the_next_one_for_late_events() -> None:
     hours = list(hours_between(parse_time("2026-01-05T13:30:00Z"), parse_time("2026-01-05T15:00Z")))
     assert [h.hour for h in hours] == [13, 14, 15]
     assert parse_time("2026-01-05") == datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "consumers", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_bad_url_or_range_is_a_clear_error() -> None:
+    range_ = ["--since", "2026-01-05T10:00Z", "--until", "2026-01-05T11:00Z"]
+    done = run("replay", "ftp://host/archive", *range_, "--to-topic", "t")
+    assert done.returncode == 2 and "expected s3://BUCKET[/PREFIX]" in done.stderr
+    done = run("replay", "s3://bucket", *range_)
+    assert done.returncode == 2 and "give one of --to-topic TOPIC or --sink NAME" in done.stderr
+    done = run("archive", "verify", "s3://bucket", "--since", "yesterday")
+    assert done.returncode == 2 and "'yesterday' is not a time" in done.stderr
+    assert "Traceback" not in done.stderr
