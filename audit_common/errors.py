@@ -65,3 +65,8 @@ class SinkError(AuditRelayError):
     """A consumer's sink failed to write or flush; the batch is retried, never skipped."""
 
     retriable = True
+
+
+class ArchiveUnavailable(SinkError):
+    """The archive's object store did not answer, or refused a request (credentials, a missing
+    bucket); the archive sink retries, ``archive verify`` and ``replay`` report it and exit."""

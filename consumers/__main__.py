@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from audit_common.errors import ConfigError, KafkaUnavailable
 from audit_common.gc_policy import tune_for_bulk_json
 from audit_common.logs import configure_logging
+from consumers.archive.replay import run_replay
+from consumers.archive.verify import run_archive
 from consumers.group_lag import GroupLagExporter
 from consumers.metrics import ConsumerMetrics, MetricsServer
 from consumers.query import run_query
@@ -79,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_query(args[1:], os.environ)
     if args and args[0] == "rules":
         return run_rules(args[1:])
+    if args and args[0] == "archive":
+        return run_archive(args[1:], os.environ)
+    if args and args[0] == "replay":
+        return run_replay(args[1:], os.environ)
     return run_consumer(args)
 
 

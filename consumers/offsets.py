@@ -1,15 +1,16 @@
 """The offsets of one group member: which are flushed, which are committed, and the lag.
 
-An offset is marked flushed only once the sink's ``flush`` returned for its batch; only flushed
-offsets are ever committed. The commit runs in the background beside the next poll rather than
-before it: waiting for each commit's round-trip cost a CSV consumer a third of its rate.
+An offset is marked flushed only once the sink's ``flush`` returned for its batch, and the sink
+holds none of it (``Sink.held``); only flushed offsets are ever committed. The commit runs in
+the background beside the next poll rather than before it: waiting for each commit's round-trip
+cost a CSV consumer a third of its rate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -36,6 +37,9 @@ class Offsets:
         self._health = health
         self._flushed: dict[TopicPartition, int] = {}  # next offset to commit, per partition
         self._committed: dict[TopicPartition, int] = {}
+        # The offset after the last batch written, and the last offset released, per partition.
+        self._written: dict[TopicPartition, int] = {}
+        self._released: dict[TopicPartition, int] = {}
         self._in_flight: asyncio.Task[None] | None = None
         self._dropped = False  # flushed offsets a rebalance kept from being committed
 
@@ -54,8 +58,19 @@ class Offsets:
         """Where this member started reading ``tp``: the base of its lag until a commit."""
         self._committed.setdefault(tp, offset)
 
-    def mark_flushed(self, tp: TopicPartition, next_offset: int) -> None:
-        self._flushed[tp] = next_offset
+    def mark_written(self, tp: TopicPartition, next_offset: int) -> None:
+        """The sink took the batch ending before ``next_offset``; ``release`` says how much of
+        it is durable."""
+        self._written[tp] = next_offset
+
+    def release(self, held: Mapping[tuple[str, int], int]) -> None:
+        """Mark flushed what was written, short of the first offset the sink still holds per
+        (topic, partition) (``Sink.held``); only partitions whose offset moved."""
+        for tp, written in self._written.items():
+            offset = min(written, held.get((tp.topic, tp.partition), written))
+            if offset > self._released.get(tp, -1):
+                self._released[tp] = offset
+                self._flushed[tp] = offset
 
     def commit_in_background(self) -> None:
         """Start committing what is flushed, unless nothing is or a commit is in flight.
@@ -87,6 +102,8 @@ class Offsets:
         """Drop revoked partitions, whose offsets are now another member's."""
         for tp in revoked:
             self._flushed.pop(tp, None)
+            self._written.pop(tp, None)
+            self._released.pop(tp, None)
             if self._committed.pop(tp, None) is not None:
                 self._metrics.lag.remove(tp.topic, str(tp.partition))
 

@@ -119,6 +119,10 @@ class Runner:
             )
             clean = await self._consume(consumer, producer)
             leave_by = asyncio.get_running_loop().time() + self.settings.shutdown_grace
+            if clean and self.sink.held():
+                drained = self._drain_locked()
+                clean = await self._before(leave_by, drained, "write out what the sink holds")
+                clean = clean and not self.sink.held()
             committed = await self._before(leave_by, self._commit_last(), "commit offsets")
             return clean and committed and offsets.all_committed
         finally:
@@ -211,6 +215,8 @@ class Runner:
                 raise KafkaUnavailable(f"cannot consume {self.settings.topic}: {exc}") from exc
             if batches and not await self._process(producer, batches):
                 return False
+            if not batches and self.sink.held() and not await self._flush_held():
+                return False
             assert self._offsets is not None
             self._offsets.commit_in_background()
             lag = self._offsets.update_lag()
@@ -251,8 +257,33 @@ class Runner:
                 if not await self._retry("sink", "write to the sink", write, one_by_one):
                     return False
             for tp, tp_records in batches.items():
-                self._offsets.mark_flushed(tp, tp_records[-1].offset + 1)
+                self._offsets.mark_written(tp, tp_records[-1].offset + 1)
+            self._offsets.release(self.sink.held())
             return True
+
+    async def _flush_held(self) -> bool:
+        """After an idle poll: let a sink that holds events write what is due by age."""
+        async with self._lock:
+            if not await self._retry("sink", "write to the sink", self.sink.flush):
+                return False
+            assert self._offsets is not None
+            self._offsets.release(self.sink.held())
+            return True
+
+    async def _drain(self) -> None:
+        """Have the sink write out all it holds and mark it flushed. A failure is logged: what
+        the sink holds stays uncommitted, and is consumed again. The caller holds the lock."""
+        try:
+            await self.sink.drain()
+        except AuditRelayError as exc:
+            log.error("could not write out what the sink holds, it comes again: %s", exc)
+            return
+        assert self._offsets is not None
+        self._offsets.release(self.sink.held())
+
+    async def _drain_locked(self) -> None:
+        async with self._lock:
+            await self._drain()
 
     async def _retry(
         self,
@@ -342,6 +373,8 @@ class Runner:
         """Called by aiokafka before a rebalance: wait for the batch in hand, then commit."""
         assert self._offsets is not None
         async with self._lock:
+            if self.sink.held():
+                await self._drain()
             await self._offsets.commit_flushed()
             self._offsets.forget(revoked)
         if revoked:

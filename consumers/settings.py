@@ -198,6 +198,9 @@ def build_settings(
         raise ConfigError(f"--dedupe-window must be 0 or more, got {args.dedupe_window}")
     if args.retry_backoff_max < args.retry_backoff:
         raise ConfigError("--retry-backoff-max must not be below --retry-backoff")
+    sink_class = SINKS[args.sink]
+    if sink_class.takes_every_event and (args.include or args.exclude):
+        raise ConfigError(f"--sink {args.sink} keeps every event: --include/--exclude not allowed")
     settings = ConsumerSettings(
         sink=args.sink,
         kafka=kafka_connection_from_args(args),
@@ -212,10 +215,11 @@ def build_settings(
         retry_backoff=args.retry_backoff,
         retry_backoff_max=args.retry_backoff_max,
         max_attempts=args.max_attempts,
-        dedupe_window=args.dedupe_window,
+        # A sink that keeps every event keeps the repeats too: they are records of the topic.
+        dedupe_window=0 if sink_class.takes_every_event else args.dedupe_window,
         event_filter=EventFilter.parse(args.include, args.exclude),
         metrics_listen=args.metrics_listen,
         stall_timeout=args.stall_timeout,
         group_lag_interval=args.group_lag_interval,
     )
-    return settings, SINKS[args.sink].from_args(args), args.log_level
+    return settings, sink_class.from_args(args), args.log_level

@@ -7,6 +7,7 @@ subclass and one line below.
 from __future__ import annotations
 
 from consumers.sinks.alerts import AlertsSink
+from consumers.sinks.archive import ArchiveSink
 from consumers.sinks.base import Sink
 from consumers.sinks.csv_log import CsvLogSink
 from consumers.sinks.http_forward import HttpForwardSink
@@ -15,6 +16,7 @@ from consumers.sinks.postgres import PostgresSink
 
 SINKS: dict[str, type[Sink]] = {
     "alerts": AlertsSink,
+    "archive": ArchiveSink,
     "csv": CsvLogSink,
     "http": HttpForwardSink,
     "jsonl": JsonLinesSink,

@@ -56,9 +56,17 @@ class Sink(abc.ABC):
     after the sink (``--csv-columns``, ``--postgres-dsn``); each gets an ``AUDIT_CONSUMER_*``
     environment variable. ``--output`` is shared by the sinks that write a stream. ``from_args``
     builds the sink from the parsed flags without doing I/O, and raises ``ConfigError``.
+
+    Holding events: a sink that gathers events across batches into larger writes (the archive)
+    lists in ``held()`` the first offset per partition it took but has not made durable; the
+    runner commits no offset at or past it, calls ``flush`` after idle polls too (so the sink
+    can write what is due by age), and ``drain`` before a final commit (stop, rebalance).
+    ``takes_every_event`` asks the runner for every decoded event: no ``--include``/
+    ``--exclude`` and no duplicate suppression.
     """
 
     name: ClassVar[str]
+    takes_every_event: ClassVar[bool] = False
 
     @classmethod  # noqa: B027 - an optional hook: a sink without flags of its own inherits it
     def add_arguments(cls, parser: EnvArgumentParser) -> None:
@@ -84,6 +92,17 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     async def flush(self) -> None:
         """Make everything written durable before offsets are committed. Raises SinkError."""
+
+    def held(self) -> dict[tuple[str, int], int]:
+        """Per (topic, partition), the first offset taken but not yet durable; most sinks hold
+        nothing past ``flush``."""
+        return {}
+
+    async def drain(self) -> None:
+        """Make everything held durable, before the runner's last commit of some partitions.
+        A sink that fails here keeps what it holds (uncommitted, so it is consumed again; it may
+        write it later too) and raises SinkError."""
+        await self.flush()
 
     @abc.abstractmethod
     async def close(self) -> None:

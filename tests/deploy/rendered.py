@@ -16,7 +16,7 @@ COMBINATIONS = tuple(
         (),
         ("sink-postgres",),
         ("sink-http",),
-        ("sink-postgres", "sink-http", "sink-alerts"),
+        ("sink-postgres", "sink-http", "sink-alerts", "sink-archive"),
     )
 )
 # The builds meant for `kubectl apply -k`: each has chosen KEDA or the HPA.

@@ -329,7 +329,11 @@ def test_images_carry_the_project_version(build: str) -> None:
 
 def exported_metrics() -> set[str]:
     """Every sample name the relay and the consumers expose, labelled series included."""
+    from prometheus_client import CollectorRegistry
+
+    from consumers.archive.store import StoreSettings
     from consumers.metrics import ConsumerMetrics
+    from consumers.sinks.archive import ArchiveSettings, ArchiveSink
     from relay.metrics import RelayMetrics
 
     suffixes = {
@@ -339,7 +343,10 @@ def exported_metrics() -> set[str]:
         "summary": ("", "_sum", "_count"),
     }
     names: set[str] = set()
-    for registry in (RelayMetrics().registry, ConsumerMetrics().registry):
+    # The archive sink's own metrics (lag, objects), which its alert and panels read.
+    archive = CollectorRegistry()
+    ArchiveSink(ArchiveSettings(StoreSettings("file:///archive"))).register_metrics(archive)
+    for registry in (RelayMetrics().registry, ConsumerMetrics().registry, archive):
         for family in registry.collect():
             names.update(family.name + suffix for suffix in suffixes[family.type])
     return names
