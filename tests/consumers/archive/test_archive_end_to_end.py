@@ -22,7 +22,7 @@ from consumers.archive.reading import Range, find_objects, read_objects
 from tests.consumers.archive.conftest import Archive
 from tests.consumers.conftest import StartConsumer
 from tests.consumers.messages import produce_events, with_fresh_ids
-from tests.support.corpus import event_list
+from tests.support.events import event_list
 from tests.support.kafka import committed_and_end, read_topic, unique_topic
 from tests.support.net import wait_until
 from tests.support.processes import wait_for_exit_or_fail
