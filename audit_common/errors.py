@@ -70,3 +70,8 @@ class SinkError(AuditRelayError):
 class ArchiveUnavailable(SinkError):
     """The archive's object store did not answer, or refused a request (credentials, a missing
     bucket); the archive sink retries, ``archive verify`` and ``replay`` report it and exit."""
+
+
+class SourceError(AuditRelayError):
+    """An audit source (``relay.sources``) cannot read where it reads from, or cannot keep its
+    checkpoint; ``audit-source`` stops with it rather than skip events."""

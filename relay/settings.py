@@ -63,6 +63,50 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
     add = parser.add_option
     add("--listen", type=host_port, default="0.0.0.0:8080", help="HOST:PORT to serve on")
     add("--path", default="/api/audits", help="URL path of the webhook (any query is accepted)")
+    add(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="worker processes sharing the port (SO_REUSEPORT); one per core",
+    )
+    add(
+        "--max-body-bytes",
+        type=positive_int,
+        default=64 << 20,
+        help="largest decoded request body; larger ones get 413",
+    )
+    add(
+        "--max-items-per-request",
+        type=positive_int,
+        default=DEFAULT_MAX_ITEMS,
+        help="most items one request's EventList may hold (the apiserver sends up to 400); "
+        "more get 413, found before the items beyond it are read",
+    )
+    add(
+        "--shutdown-grace",
+        type=positive_float,
+        default=20.0,
+        help="seconds requests in flight get to finish on SIGTERM; the producer then gets "
+        "--ack-timeout + 5 s to deliver and close, so a stop takes at most their sum",
+    )
+    add(
+        "--insecure",
+        action="store_true",
+        help="allow serving plain HTTP, or without client authentication (logged as a warning); "
+        "otherwise --tls-cert/--tls-key and --token-file and/or --client-ca are required",
+    )
+    add_publishing_arguments(parser)
+    add_tls_arguments(parser)
+    add_auth_arguments(parser)
+    add_limit_arguments(parser)
+    return parser
+
+
+def add_publishing_arguments(parser: EnvArgumentParser) -> None:
+    """The flags of the way from built records to Kafka (or the spool) and of redaction: shared
+    by ``audit-relay`` and ``audit-source`` (``relay.sources.cli``), so that both take the same
+    names and ``AUDIT_RELAY_*`` variables."""
+    add = parser.add_option
     add("--topic", default="k8s-audit", help="Kafka topic for audit events")
     add(
         "--dead-letter-topic",
@@ -84,29 +128,10 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
     )
     add("--cluster", default="default", help="cluster name put in each event's 'cluster' header")
     add(
-        "--workers",
-        type=positive_int,
-        default=1,
-        help="worker processes sharing the port (SO_REUSEPORT); one per core",
-    )
-    add(
         "--ack-timeout",
         type=positive_float,
         default=10.0,
         help="seconds to wait for Kafka's acks before answering 503 (the apiserver waits 30)",
-    )
-    add(
-        "--max-body-bytes",
-        type=positive_int,
-        default=64 << 20,
-        help="largest decoded request body; larger ones get 413",
-    )
-    add(
-        "--max-items-per-request",
-        type=positive_int,
-        default=DEFAULT_MAX_ITEMS,
-        help="most items one request's EventList may hold (the apiserver sends up to 400); "
-        "more get 413, found before the items beyond it are read",
     )
     add(
         "--max-message-bytes",
@@ -119,19 +144,6 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
         choices=("lz4", "zstd", "gzip", "none"),
         default="zstd",
         help="Kafka compression codec (zstd: aiokafka's lz4 is the slow high-compression mode)",
-    )
-    add(
-        "--shutdown-grace",
-        type=positive_float,
-        default=20.0,
-        help="seconds requests in flight get to finish on SIGTERM; the producer then gets "
-        "--ack-timeout + 5 s to deliver and close, so a stop takes at most their sum",
-    )
-    add(
-        "--insecure",
-        action="store_true",
-        help="allow serving plain HTTP, or without client authentication (logged as a warning); "
-        "otherwise --tls-cert/--tls-key and --token-file and/or --client-ca are required",
     )
     add(
         "--log-level",
@@ -159,12 +171,31 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
         help="bytes a worker holds at once: requests in flight, and records still held for "
         "Kafka after their request was answered; beyond it, 503 with Retry-After",
     )
-    add_tls_arguments(parser)
-    add_auth_arguments(parser)
-    add_limit_arguments(parser)
     add_redaction_arguments(parser)
     add_kafka_arguments(parser)
-    return parser
+
+
+def publisher_settings_from_args(args: argparse.Namespace) -> PublisherSettings:
+    """The publisher's settings from ``add_publishing_arguments``' flags."""
+    return PublisherSettings(
+        connection=kafka_connection_from_args(args),
+        topic=args.topic,
+        dead_letter_topic=args.dead_letter_topic,
+        partitions=args.partitions,
+        replication_factor=args.replication_factor,
+        compression=args.compression,
+        ack_timeout=args.ack_timeout,
+        max_message_bytes=args.max_message_bytes,
+    )
+
+
+def delivery_settings_from_args(args: argparse.Namespace) -> DeliverySettings:
+    """The spool and memory bounds from ``add_publishing_arguments``' flags."""
+    return DeliverySettings(
+        spool_dir=args.spool_dir or None,
+        spool_max_bytes=args.spool_max_bytes,
+        max_inflight_bytes=args.max_inflight_bytes,
+    )
 
 
 def build_settings(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[RelaySettings, str]:
@@ -178,16 +209,7 @@ def build_settings(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Rel
         raise ConfigError(f"--path must start with '/', got {args.path!r}")
     tls = tls_settings_from_args(args)
     auth = auth_settings_from_args(args, tls=tls.enabled, client_ca=bool(tls.client_ca_file))
-    publisher = PublisherSettings(
-        connection=kafka_connection_from_args(args),
-        topic=args.topic,
-        dead_letter_topic=args.dead_letter_topic,
-        partitions=args.partitions,
-        replication_factor=args.replication_factor,
-        compression=args.compression,
-        ack_timeout=args.ack_timeout,
-        max_message_bytes=args.max_message_bytes,
-    )
+    publisher = publisher_settings_from_args(args)
     host, port = args.listen
     settings = RelaySettings(
         publisher=publisher,
@@ -200,11 +222,7 @@ def build_settings(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Rel
         max_body_bytes=args.max_body_bytes,
         max_items_per_request=args.max_items_per_request,
         shutdown_grace=args.shutdown_grace,
-        delivery=DeliverySettings(
-            spool_dir=args.spool_dir or None,
-            spool_max_bytes=args.spool_max_bytes,
-            max_inflight_bytes=args.max_inflight_bytes,
-        ),
+        delivery=delivery_settings_from_args(args),
         tls=tls,
         auth=auth,
         redaction=redaction_settings_from_args(args),

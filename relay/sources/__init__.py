@@ -1,0 +1,16 @@
+"""The sources ``audit-source`` reads audit events from, by the kind given as its first argument.
+
+The contract is ``relay.sources.base.Source``; to add a source, add one module with a ``Source``
+subclass and one line below.
+"""
+
+from __future__ import annotations
+
+from relay.sources.base import Source
+from relay.sources.file import FileSource
+
+SOURCES: dict[str, type[Source]] = {
+    "file": FileSource,
+}
+
+__all__ = ["SOURCES", "Source"]
