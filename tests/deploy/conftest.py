@@ -119,6 +119,11 @@ def consumer_interface() -> ProgramInterface:
     return _interface("consumers")
 
 
+@pytest.fixture(scope="session")
+def source_interface() -> ProgramInterface:
+    return _interface("relay.sources.cli")
+
+
 def argv_flags(argv: list[str]) -> set[str]:
     return {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
 

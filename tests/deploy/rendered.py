@@ -19,8 +19,10 @@ COMBINATIONS = tuple(
         ("sink-postgres", "sink-http", "sink-alerts", "sink-archive"),
     )
 )
+# The sources for clusters without a webhook, with the parts every installation has.
+SOURCE_BUILDS = ("base+source-file+keda",)
 # The builds meant for `kubectl apply -k`: each has chosen KEDA or the HPA.
-APPLIED = (".", "overlays/quickstart", "overlays/production", *COMBINATIONS)
+APPLIED = (".", "overlays/quickstart", "overlays/production", *COMBINATIONS, *SOURCE_BUILDS)
 WORKLOAD_BUILDS = ("base", *APPLIED)
 IMAGE = "kube-audit-relay"
 
@@ -42,7 +44,7 @@ def describe(obj: Manifest) -> str:
 def our_containers(objects: tuple[Manifest, ...]) -> Iterator[tuple[Manifest, Manifest]]:
     """(workload, container) for every container running the project's image."""
     for obj in objects:
-        if obj["kind"] in ("Deployment", "StatefulSet"):
+        if obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet"):
             for container in obj["spec"]["template"]["spec"]["containers"]:
                 if image_name(container["image"]).endswith(IMAGE):
                     yield obj, container

@@ -231,8 +231,16 @@ def test_pods_are_hardened_and_bounded(build: str) -> None:
         pod = workload["spec"]["template"]["spec"]
         where = describe(workload)
         assert pod["automountServiceAccountToken"] is False, where
-        assert pod["securityContext"]["runAsNonRoot"] is True, where
-        assert pod["securityContext"]["runAsUser"] != 0, where
+        if container["command"][:2] == ["audit-source", "file"]:
+            # The apiserver's audit log is root's, mode 0600: root reads it, with every
+            # capability dropped (below) and only that directory mounted, read-only.
+            assert pod["securityContext"]["runAsUser"] == 0, where
+            assert "add" not in container["securityContext"]["capabilities"], where
+            (log_mount,) = (m for m in container["volumeMounts"] if m["name"] == "audit-log")
+            assert log_mount["readOnly"] is True, where
+        else:
+            assert pod["securityContext"]["runAsNonRoot"] is True, where
+            assert pod["securityContext"]["runAsUser"] != 0, where
         assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
         security = container["securityContext"]
         assert security["allowPrivilegeEscalation"] is False, where
@@ -306,12 +314,16 @@ def test_config_and_secret_references_resolve(build: str) -> None:
 
 @pytest.mark.parametrize("build", WORKLOAD_BUILDS)
 def test_variables_and_flags_are_ones_the_programs_accept(
-    build: str, relay_interface: ProgramInterface, consumer_interface: ProgramInterface
+    build: str,
+    relay_interface: ProgramInterface,
+    consumer_interface: ProgramInterface,
+    source_interface: ProgramInterface,
 ) -> None:
     objects = render(build)
     programs = {
         "audit-relay": ("AUDIT_RELAY_", relay_interface),
         "audit-consumer": ("AUDIT_CONSUMER_", consumer_interface),
+        "audit-source": ("AUDIT_RELAY_", source_interface),
     }
     for workload, container in our_containers(objects):
         command = container["command"] + container.get("args", [])
