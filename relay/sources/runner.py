@@ -20,7 +20,7 @@ from relay.events.records import EVENTS, OutboundRecord
 from relay.events.redact import Redactor
 from relay.kafka.publisher import KafkaPublisher
 from relay.metrics import CONTENT_TYPE, RelayMetrics
-from relay.sources.base import Chunk, Source
+from relay.sources.base import Chunk, Position, Source
 from relay.sources.checkpoint import Checkpoint, CheckpointFile
 from relay.sources.metrics import SourceMetrics
 from relay.sources.settings import SourceSettings
@@ -91,13 +91,12 @@ class SourceRunner:
             self.delivering = None
             position = chunk.position
 
-    async def deliver_chunk(self, previous: object, chunk: Chunk) -> None:
+    async def deliver_chunk(self, previous: Position | None, chunk: Chunk) -> None:
         """Deliver one chunk and record its position. Called by ``run`` for each chunk."""
         metrics, source_metrics = self.metrics, self.source_metrics
         if chunk.items:
             source_metrics.events_read.inc(len(chunk.items))
-            pending = Checkpoint(previous if isinstance(previous, dict) else None, len(chunk.items))
-            self.checkpoints.save(pending)
+            self.checkpoints.save(Checkpoint(previous, len(chunk.items)))
             records = self.records(chunk.items)
             await self._deliver(records)
             batch_events = [r for r in records if r.topic == EVENTS]
