@@ -28,6 +28,16 @@ from relay.settings import RelaySettings, build_settings
 log = logging.getLogger("relay")
 
 
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT; called inside the running loop of an entry point (a
+    relay worker, ``audit-source``)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 def run_worker(settings: RelaySettings, level: str, reuse_port: bool) -> int:
     """Run one worker until SIGTERM or SIGINT; the entry point of each worker process too."""
     from relay.edge.server import serve
@@ -35,11 +45,7 @@ def run_worker(settings: RelaySettings, level: str, reuse_port: bool) -> int:
     configure_logging(level)
 
     async def run() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        return await serve(settings, stop, reuse_port=reuse_port)
+        return await serve(settings, stop_on_signals(), reuse_port=reuse_port)
 
     tune_for_bulk_json()
     try:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import Sequence
 
 from audit_common.errors import ConfigError
 from audit_common.logs import configure_logging
 from relay import exit_status
+from relay.cli import stop_on_signals
 from relay.sources import SOURCES
 from relay.sources.runner import run_source
 from relay.sources.settings import build_settings
@@ -31,11 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(level)
 
     async def run() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        return await run_source(settings, source, stop)
+        return await run_source(settings, source, stop_on_signals())
 
     try:
         return asyncio.run(run())
