@@ -7,9 +7,11 @@ subclass and one line below.
 from __future__ import annotations
 
 from relay.sources.base import Source
+from relay.sources.cloudwatch import CloudWatchSource
 from relay.sources.file import FileSource
 
 SOURCES: dict[str, type[Source]] = {
+    "cloudwatch": CloudWatchSource,
     "file": FileSource,
 }
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from audit_common.errors import ConfigError, SourceError
-from audit_common.options import EnvArgumentParser, positive_float
+from audit_common.options import EnvArgumentParser
 from relay.sources.base import Chunk, OnError, Position, Source
 
 log = logging.getLogger(__name__)
@@ -160,20 +160,7 @@ class FileSource(Source):
 
     @classmethod
     def add_arguments(cls, parser: EnvArgumentParser) -> None:
-        add = parser.add_option
-        add("--path", help="file: the apiserver's --audit-log-path (required)")
-        add(
-            "--from-start",
-            action="store_true",
-            help="file: on a first start (no checkpoint), import every file there, rotated and "
-            "gzipped ones included, oldest first; otherwise begin at the live file's end",
-        )
-        add(
-            "--poll-interval",
-            type=positive_float,
-            default=0.25,
-            help="file: seconds between looks for new lines or a rotation at the live file's end",
-        )
+        parser.add_option("--path", help="file: the apiserver's --audit-log-path (required)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> FileSource:

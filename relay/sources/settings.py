@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audit_common.errors import ConfigError
-from audit_common.options import EnvArgumentParser, host_port
+from audit_common.options import EnvArgumentParser, host_port, positive_float
 from relay import exit_status
 from relay.events.redact import RedactionSettings, redaction_settings_from_args
 from relay.kafka.publisher import PublisherSettings
@@ -62,6 +62,18 @@ def build_parser(
         type=host_port,
         default="0.0.0.0:8081",
         help="HOST:PORT of /healthz, /readyz and /metrics",
+    )
+    add(
+        "--from-start",
+        action="store_true",
+        help="on a first start (no checkpoint), read everything the source still holds "
+        "(file: every rotated and gzipped file, oldest first); otherwise begin at its end",
+    )
+    add(
+        "--poll-interval",
+        type=positive_float,
+        default=0.25,
+        help="seconds between looks for new entries once everything there was read",
     )
     add_publishing_arguments(parser)
     for source in sources.values():

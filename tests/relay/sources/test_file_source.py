@@ -7,63 +7,19 @@ import signal
 from collections import Counter
 from pathlib import Path
 
-import aiohttp
-
 from tests.support.audit_log import LumberjackLog, identity, log_lines
 from tests.support.kafka import read_topic, topic_size, unique_topic
-from tests.support.net import unused_port, wait_until
-from tests.support.processes import Process, ProcessFactory, wait_for_exit_or_fail
+from tests.support.net import wait_until
+from tests.support.processes import ProcessFactory, wait_for_exit_or_fail
+from tests.support.sources import SourceProcess
 
 
-class SourceProcess:
-    """One ``audit-source file`` process and its /metrics."""
-
-    def __init__(
-        self,
-        processes: ProcessFactory,
-        bootstrap: str,
-        topic: str,
-        log: Path,
-        checkpoints: Path,
-        *extra: str,
-    ) -> None:
-        self.port = unused_port()
-        self.process: Process = processes.start(
-            "relay.sources.cli",
-            "file",
-            "--path",
-            str(log),
-            "--checkpoint-dir",
-            str(checkpoints),
-            "--kafka-bootstrap",
-            bootstrap,
-            "--topic",
-            topic,
-            "--dead-letter-topic",
-            f"{topic}.dead",
-            "--partitions",
-            "2",
-            "--cluster",
-            "edge-1",
-            "--listen",
-            f"127.0.0.1:{self.port}",
-            "--poll-interval",
-            "0.05",
-            *extra,
-        )
-
-    async def metric(self, name: str) -> float:
-        """A metric's value (0 when not there yet or the process does not answer)."""
-        try:
-            url = f"http://127.0.0.1:{self.port}/metrics"
-            async with aiohttp.ClientSession() as session, session.get(url) as response:
-                text = await response.text()
-        except aiohttp.ClientError:
-            return 0.0
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        return 0.0
+def file_source(
+    processes: ProcessFactory, bootstrap: str, topic: str, log: Path, checkpoints: Path
+) -> SourceProcess:
+    return SourceProcess(
+        processes, bootstrap, topic, checkpoints, "file", "--path", str(log), "--from-start"
+    )
 
 
 async def test_rotation_mid_read_gzip_backfill_and_sigterm(
@@ -79,7 +35,7 @@ async def test_rotation_mid_read_gzip_backfill_and_sigterm(
     log.write(b"".join(lines[200:400]))
     log.rotate()
     log.write(b"".join(lines[400:600]))
-    source = SourceProcess(processes, bootstrap, topic, log.path, tmp_path / "cp", "--from-start")
+    source = file_source(processes, bootstrap, topic, log.path, tmp_path / "cp")
     await wait_until(lambda: topic_size(bootstrap, topic), timeout=20, what="first events")
     log.write(b"".join(lines[600:750]))
     log.rotate(compress=True)  # rotated while being read
@@ -103,14 +59,14 @@ async def test_sigkill_and_restart_lose_nothing(
     log = LumberjackLog(tmp_path / "audit.log")
     lines = log_lines(6000, seed=2)
     log.write(b"".join(lines[:4000]))
-    args = (processes, bootstrap, topic, log.path, tmp_path / "cp", "--from-start")
-    first = SourceProcess(*args)
+    args = (processes, bootstrap, topic, log.path, tmp_path / "cp")
+    first = file_source(*args)
     await wait_until(lambda: topic_size(bootstrap, topic), timeout=20, what="first events")
     first.process.signal(signal.SIGKILL)
     first.process.wait(10)
     log.rotate(compress=True)
     log.write(b"".join(lines[4000:]))
-    second = SourceProcess(*args)
+    second = file_source(*args)
     records = await read_topic(bootstrap, topic, len(lines), timeout=30)
     read = Counter(identity(record.value) for record in records)
     assert set(read) == set(map(identity, lines))
@@ -129,7 +85,7 @@ async def test_unfinished_line_waited_for_and_malformed_line_dead_lettered(
     log.write(b"".join(lines[:10]) + b'{"kind":"Event", not json\n' + b"".join(lines[10:20]))
     last = lines[20]
     log.write(last[:40])
-    source = SourceProcess(processes, bootstrap, topic, log.path, tmp_path / "cp", "--from-start")
+    source = file_source(processes, bootstrap, topic, log.path, tmp_path / "cp")
     await read_topic(bootstrap, topic, 20, timeout=20)
     [dead] = await read_topic(bootstrap, f"{topic}.dead", 1, timeout=20)
     assert dict(dead.headers)["source"] == b"file"

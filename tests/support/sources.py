@@ -1,0 +1,60 @@
+"""``audit-source`` as a real process, for the tests of each source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+
+from tests.support.net import unused_port
+from tests.support.processes import Process, ProcessFactory
+
+
+class SourceProcess:
+    """One ``audit-source KIND`` process publishing to ``topic`` (dead letters to
+    ``topic.dead``) with cluster ``edge-1``, and its /metrics."""
+
+    def __init__(
+        self,
+        processes: ProcessFactory,
+        bootstrap: str,
+        topic: str,
+        checkpoints: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.port = unused_port()
+        self.process: Process = processes.start(
+            "relay.sources.cli",
+            *args,
+            "--checkpoint-dir",
+            str(checkpoints),
+            "--kafka-bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+            "--dead-letter-topic",
+            f"{topic}.dead",
+            "--partitions",
+            "2",
+            "--cluster",
+            "edge-1",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--poll-interval",
+            "0.05",
+            env=env,
+        )
+
+    async def metric(self, name: str) -> float:
+        """A metric's value (0 when not there yet or the process does not answer)."""
+        try:
+            url = f"http://127.0.0.1:{self.port}/metrics"
+            async with aiohttp.ClientSession() as session, session.get(url) as response:
+                text = await response.text()
+        except aiohttp.ClientError:
+            return 0.0
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
