@@ -119,6 +119,20 @@ class SourceRunner:
         self.checkpoints.save(Checkpoint(chunk.position))
         source_metrics.checkpointed()
 
+    async def finish_delivering(self) -> bool:
+        """At a stop: give the chunk under way the ack timeout (and a margin) to be delivered and
+        checkpointed; whether it was. Otherwise it is read again at the next start."""
+        assert self.delivering is not None
+        try:
+            await asyncio.wait_for(self.delivering, self.settings.publisher.ack_timeout + 5)
+        except TimeoutError:
+            log.warning(
+                "stopped before Kafka acknowledged the chunk under way: it is read again, from "
+                "the checkpoint, at the next start"
+            )
+            return False
+        return True
+
     def records(self, lines: list[bytes]) -> list[OutboundRecord]:
         """The records of a chunk's items, built as the webhook's are, each with the ``source``
         header."""
@@ -188,7 +202,10 @@ async def run_source(settings: SourceSettings, source: Source, stop: asyncio.Eve
     """Run ``source`` until ``stop`` is set or it fails; return the exit status.
 
     Called by ``relay.sources.cli``. On stop, the chunk under way is delivered and checkpointed
-    (within the ack timeout, or onto the spool), then the producer flushes and closes.
+    (within the ack timeout + 5 s, or onto the spool), then the producer flushes and closes.
+    Status (``relay.exit_status``): FAILED when the source or its checkpoint failed, SPOOLED
+    with events left on the spool, KAFKA_UNAVAILABLE when the chunk under way was not
+    delivered (it is read again), DELIVERED otherwise.
     """
     metrics = RelayMetrics()
     source_metrics = SourceMetrics(metrics.registry)
@@ -224,9 +241,8 @@ async def run_source(settings: SourceSettings, source: Source, stop: asyncio.Eve
                 reading.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reading
-                if runner.delivering is not None:
-                    with contextlib.suppress(AuditRelayError):
-                        await runner.delivering
+                if runner.delivering is not None and not await runner.finish_delivering():
+                    status = exit_status.KAFKA_UNAVAILABLE
             else:
                 reading.result()  # raises what stopped the source
         except AuditRelayError as exc:

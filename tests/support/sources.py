@@ -23,10 +23,12 @@ class SourceProcess:
         *args: str,
         env: dict[str, str] | None = None,
     ) -> None:
+        """``args``: the kind and its flags; any flag here may be given again in them (later
+        wins)."""
         self.port = unused_port()
         self.process: Process = processes.start(
             "relay.sources.cli",
-            *args,
+            args[0],
             "--checkpoint-dir",
             str(checkpoints),
             "--kafka-bootstrap",
@@ -43,6 +45,7 @@ class SourceProcess:
             f"127.0.0.1:{self.port}",
             "--poll-interval",
             "0.05",
+            *args[1:],
             env=env,
         )
 

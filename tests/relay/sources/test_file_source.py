@@ -7,18 +7,25 @@ import signal
 from collections import Counter
 from pathlib import Path
 
+import orjson
+
 from tests.support.audit_log import LumberjackLog, identity, log_lines
 from tests.support.kafka import read_topic, topic_size, unique_topic
-from tests.support.net import wait_until
+from tests.support.net import unused_port, wait_until
 from tests.support.processes import ProcessFactory, wait_for_exit_or_fail
 from tests.support.sources import SourceProcess
 
 
 def file_source(
-    processes: ProcessFactory, bootstrap: str, topic: str, log: Path, checkpoints: Path
+    processes: ProcessFactory,
+    bootstrap: str,
+    topic: str,
+    log: Path,
+    checkpoints: Path,
+    *extra: str,
 ) -> SourceProcess:
     return SourceProcess(
-        processes, bootstrap, topic, checkpoints, "file", "--path", str(log), "--from-start"
+        processes, bootstrap, topic, checkpoints, "file", "--path", str(log), "--from-start", *extra
     )
 
 
@@ -94,3 +101,32 @@ async def test_unfinished_line_waited_for_and_malformed_line_dead_lettered(
     assert Counter(identity(record.value) for record in records) == Counter(map(identity, lines))
     assert await topic_size(bootstrap, f"{topic}.dead") == 1
     assert await source.metric("audit_source_events_read_total") == 22  # 21 events, 1 not
+
+
+async def test_kafka_down_events_spooled_checkpointed_then_delivered(
+    kafka_bootstrap: str, processes: ProcessFactory, tmp_path: Path
+) -> None:
+    """With Kafka unreachable the source spools and moves its checkpoint on (exit status 3 at a
+    stop); started again with Kafka up, it replays the spool and reads nothing twice."""
+    bootstrap, topic = kafka_bootstrap, unique_topic()
+    log = LumberjackLog(tmp_path / "audit.log")
+    lines = log_lines(50, seed=7)
+    log.write(b"".join(lines))
+    checkpoints, spool = tmp_path / "cp", str(tmp_path / "spool")
+    down = f"127.0.0.1:{unused_port()}"
+    flags = ("--spool-dir", spool, "--ack-timeout", "1")
+    first = file_source(processes, down, topic, log.path, checkpoints, *flags)
+
+    def checkpointed() -> bool:
+        try:
+            saved = orjson.loads((checkpoints / "file.json").read_bytes())
+        except FileNotFoundError:
+            return False
+        return bool(saved["position"] and saved["position"]["offset"] == log.path.stat().st_size)
+
+    await wait_until(checkpointed, timeout=20, what="the checkpoint past the spooled lines")
+    assert wait_for_exit_or_fail(first.process, signal.SIGTERM, timeout=20) == 3  # SPOOLED
+    second = file_source(processes, bootstrap, topic, log.path, checkpoints, *flags)
+    records = await read_topic(bootstrap, topic, len(lines), timeout=20)
+    assert Counter(identity(record.value) for record in records) == Counter(map(identity, lines))
+    assert await second.metric("audit_source_events_read_total") == 0
