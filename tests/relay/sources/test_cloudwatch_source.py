@@ -4,6 +4,7 @@ with events put as EKS writes them: one audit event's JSON per log event, in the
 
 from __future__ import annotations
 
+import csv
 import signal
 import time
 from collections import Counter
@@ -20,7 +21,7 @@ from audit_common.errors import SourceError
 from relay.sources.cloudwatch import with_backoff
 from tests.support.audit_log import identity, log_lines
 from tests.support.kafka import read_topic, topic_size, unique_topic
-from tests.support.net import unused_port
+from tests.support.net import unused_port, wait_until
 from tests.support.processes import ProcessFactory, wait_for_exit_or_fail
 from tests.support.sources import SourceProcess
 
@@ -96,6 +97,23 @@ async def test_streams_read_resumed_per_stream_and_new_ones_picked_up(
     assert await topic_size(bootstrap, f"{topic}.dead") == 1
     assert await second.metric("audit_source_events_repeated_total") == 0
     assert await second.metric("audit_source_events_read_total") == 100
+
+    # Through a CSV consumer group unchanged: one row per event, with the source's cluster.
+    output = tmp_path / "audit.csv"
+    processes.start(
+        "consumers", "--sink", "csv", "--kafka-bootstrap", bootstrap, "--group", f"g-{topic}",
+        "--topic", topic, "--output", str(output), "--csv-columns", "auditID,stage,cluster",
+    )  # fmt: skip
+
+    def rows() -> list[list[str]]:
+        if not output.exists():
+            return []
+        with output.open(newline="", encoding="utf-8") as file:
+            return [row for row in csv.reader(file) if row[0] != "auditID"]
+
+    await wait_until(lambda: len(rows()) >= len(lines), timeout=30, what="the CSV rows")
+    assert Counter((row[0], row[1]) for row in rows()) == Counter(map(identity, lines))
+    assert {row[2] for row in rows()} == {"edge-1"}
 
 
 def throttled() -> ClientError:

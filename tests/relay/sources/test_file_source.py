@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 
 from tests.support.audit_log import LumberjackLog, identity, log_lines
+from tests.support.events import carries_secret_values
 from tests.support.kafka import read_topic, topic_size, unique_topic
 from tests.support.net import unused_port, wait_until
 from tests.support.processes import ProcessFactory, wait_for_exit_or_fail
@@ -49,6 +50,12 @@ async def test_rotation_mid_read_gzip_backfill_and_sigterm(
     log.write(b"".join(lines[750:]))
     records = await read_topic(bootstrap, topic, len(lines), timeout=20)
     assert Counter(identity(record.value) for record in records) == Counter(map(identity, lines))
+    # Each event's bytes as the apiserver wrote them, but a Secret's, redacted as the relay's.
+    written = {identity(line): line for line in lines}
+    for record in records:
+        line = written[identity(record.value)]
+        redacted = carries_secret_values(orjson.loads(line))
+        assert (record.value + b"\n" != line) == redacted, line[:120]
     for record in records:
         headers = dict(record.headers)
         assert headers["source"] == b"file" and headers["cluster"] == b"edge-1"
