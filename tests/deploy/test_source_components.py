@@ -1,17 +1,17 @@
-"""components/source-file: audit-source file on each control-plane node, reading the host's
-audit log read-only and keeping its checkpoint and spool on the host."""
+"""The sources' components: components/source-file (audit-source file on each control-plane
+node, the host's audit log read-only, checkpoint and spool on the host) and
+components/source-cloudwatch (one reader of an EKS cluster's log group)."""
 
 from __future__ import annotations
 
 from relay.sources import SOURCES
 from relay.sources.settings import build_parser
 from tests.deploy.conftest import render
-from tests.deploy.rendered import SOURCE_BUILDS, container_environment, named
+from tests.deploy.rendered import container_environment, named
 
 
 def test_the_daemonset_runs_on_control_plane_nodes_and_reads_the_log_read_only() -> None:
-    (build,) = SOURCE_BUILDS
-    objects = render(build)
+    objects = render("base+source-file+keda")
     daemonset = named(objects, "DaemonSet", "audit-source-file")
     pod = daemonset["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"node-role.kubernetes.io/control-plane": ""}
@@ -43,3 +43,20 @@ def test_the_daemonset_runs_on_control_plane_nodes_and_reads_the_log_read_only()
     assert args.topic == env["AUDIT_RELAY_TOPIC"]
     # A new pod resumes at the checkpoint; a first one begins at the log's end, never re-imports.
     assert "--from-start" not in container["command"]
+
+
+def test_the_cloudwatch_source_is_one_reader_with_its_own_identity_and_volume() -> None:
+    objects = render("base+source-cloudwatch+keda")
+    statefulset = named(objects, "StatefulSet", "audit-source-cloudwatch")
+    assert statefulset["spec"]["replicas"] == 1  # two readers would deliver everything twice
+    pod = statefulset["spec"]["template"]["spec"]
+    named(objects, "ServiceAccount", pod["serviceAccountName"])
+    (container,) = pod["containers"]
+    env = container_environment(container, objects)
+    args = build_parser(SOURCES, env).parse_args(container["command"][1:])
+    assert args.kind == "cloudwatch" and args.eks_cluster
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    (state,) = (m for m in container["volumeMounts"] if m["name"] == claim["metadata"]["name"])
+    for directory in (args.checkpoint_dir, args.spool_dir):
+        assert directory.startswith(state["mountPath"] + "/")
+    assert args.listen[1] == container["ports"][0]["containerPort"]
