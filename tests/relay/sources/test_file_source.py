@@ -30,6 +30,15 @@ def file_source(
     )
 
 
+def checkpointed(checkpoints: Path) -> int | None:
+    """The offset the file source's checkpoint records, or None before it has one."""
+    try:
+        saved = orjson.loads((checkpoints / "file.json").read_bytes())
+    except FileNotFoundError:
+        return None
+    return saved["position"]["offset"] if saved["position"] else None
+
+
 async def test_rotation_mid_read_gzip_backfill_and_sigterm(
     kafka_bootstrap: str, processes: ProcessFactory, tmp_path: Path
 ) -> None:
@@ -124,16 +133,34 @@ async def test_kafka_down_events_spooled_checkpointed_then_delivered(
     flags = ("--spool-dir", spool, "--ack-timeout", "1")
     first = file_source(processes, down, topic, log.path, checkpoints, *flags)
 
-    def checkpointed() -> bool:
-        try:
-            saved = orjson.loads((checkpoints / "file.json").read_bytes())
-        except FileNotFoundError:
-            return False
-        return bool(saved["position"] and saved["position"]["offset"] == log.path.stat().st_size)
-
-    await wait_until(checkpointed, timeout=20, what="the checkpoint past the spooled lines")
+    await wait_until(
+        lambda: checkpointed(checkpoints) == log.path.stat().st_size,
+        timeout=20,
+        what="the checkpoint past the spooled lines",
+    )
     assert wait_for_exit_or_fail(first.process, signal.SIGTERM, timeout=20) == 3  # SPOOLED
     second = file_source(processes, bootstrap, topic, log.path, checkpoints, *flags)
     records = await read_topic(bootstrap, topic, len(lines), timeout=20)
     assert Counter(identity(record.value) for record in records) == Counter(map(identity, lines))
     assert await second.metric("audit_source_events_read_total") == 0
+
+
+async def test_a_first_start_without_from_start_begins_at_the_live_files_end(
+    kafka_bootstrap: str, processes: ProcessFactory, tmp_path: Path
+) -> None:
+    """What the DaemonSet does on a new node: the lines already there are not imported."""
+    bootstrap, topic = kafka_bootstrap, unique_topic()
+    log = LumberjackLog(tmp_path / "audit.log")
+    lines = log_lines(15, seed=8)
+    log.write(b"".join(lines[:10]))
+    checkpoints = tmp_path / "cp"
+    SourceProcess(processes, bootstrap, topic, checkpoints, "file", "--path", str(log.path))
+
+    await wait_until(
+        lambda: checkpointed(checkpoints) == log.path.stat().st_size,
+        timeout=20,
+        what="the checkpoint at the live file's end",
+    )
+    log.write(b"".join(lines[10:]))
+    records = await read_topic(bootstrap, topic, 5, timeout=20)
+    assert Counter(identity(r.value) for r in records) == Counter(map(identity, lines[10:]))
