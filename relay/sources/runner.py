@@ -15,7 +15,7 @@ from msgspec import Raw
 from audit_common.errors import AuditRelayError, KafkaUnavailable, Overloaded
 from audit_common.headers import SOURCE
 from relay import exit_status
-from relay.events.build import build_batch
+from relay.events.build import build_batch, passed_through
 from relay.events.records import EVENTS, OutboundRecord
 from relay.events.redact import Redactor
 from relay.kafka.publisher import KafkaPublisher
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # Lines of an audit.log carry their own apiVersion; this is for those that do not.
 API_VERSION = "audit.k8s.io/v1"
+# How kube-apiserver's log backend begins each line (json.Marshal of an audit.k8s.io/v1 Event).
+_ENVELOPE = b'{"kind":"Event","apiVersion":"%s",' % API_VERSION.encode()
 _RETRY_FIRST_S = 0.5
 _RETRY_MAX_S = 5.0
 
@@ -134,20 +136,44 @@ class SourceRunner:
         return True
 
     def records(self, lines: list[bytes]) -> list[OutboundRecord]:
-        """The records of a chunk's items, built as the webhook's are, each with the ``source``
-        header."""
-        batch = build_batch(
-            [Raw(line) for line in lines],
-            API_VERSION,
-            self.settings.cluster,
-            fits=self.publisher.fits,
-            dead_letter_limit=self.settings.publisher.max_message_bytes // 2,
-            transform=self._transform,
-            may_transform=self._may_transform,
-        )
-        self.metrics.events_truncated.inc(batch.truncated)
-        self.metrics.events_redacted.inc(batch.transformed)
-        return [replace(r, headers=(*r.headers, self._source_header)) for r in batch.records]
+        """The records of a chunk's items, in order, built as the webhook's are, each with the
+        ``source`` header.
+
+        A line of an audit.log starts with ``kind`` and ``apiVersion``, which the webhook's
+        items lack: without them (``_ENVELOPE``) an event is passed through as its own bytes
+        (``build.passed_through`` puts them back in front, so the value is the line as written);
+        one that cannot be (a Secret to redact, too large, not an event) goes through
+        ``build_batch`` alone, so that a dead letter lists the line as it was read.
+        """
+        built: list[OutboundRecord] = []
+        limit = self.settings.publisher.max_message_bytes // 2
+        for line in lines:
+            record = None
+            if line.startswith(_ENVELOPE):
+                record = passed_through(
+                    Raw(b"{" + line[len(_ENVELOPE) :]),
+                    API_VERSION,
+                    self.settings.cluster,
+                    self.publisher.fits,
+                    self._transform,
+                    self._may_transform,
+                )
+            if record is not None:
+                built.append(record)
+                continue
+            batch = build_batch(
+                [Raw(line)],
+                API_VERSION,
+                self.settings.cluster,
+                fits=self.publisher.fits,
+                dead_letter_limit=limit,
+                transform=self._transform,
+                may_transform=self._may_transform,
+            )
+            self.metrics.events_truncated.inc(batch.truncated)
+            self.metrics.events_redacted.inc(batch.transformed)
+            built.extend(batch.records)
+        return [replace(r, headers=(*r.headers, self._source_header)) for r in built]
 
     async def _deliver(self, records: Sequence[OutboundRecord]) -> None:
         """Deliver until Kafka acknowledged or the spool holds them: a source cannot answer 503,
