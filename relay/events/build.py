@@ -37,6 +37,9 @@ EventTransform = Callable[[dict[str, Any]], bool]
 # ("" when absent) and the JSON of its request and response objects; False lets the event be
 # published unparsed.
 MayTransform = Callable[[str, str, Sequence[bytes]], bool]
+# Whether a record of this value, key and headers is within the broker's message limit
+# (``KafkaPublisher.fits``).
+Fits = Callable[[bytes, bytes | None, Sequence[tuple[str, bytes]]], bool]
 
 
 @dataclass
@@ -157,7 +160,7 @@ def build_batch(
     api_version: str,
     cluster: str,
     *,
-    fits: Callable[[bytes], bool],
+    fits: Fits,
     dead_letter_limit: int,
     transform: EventTransform | None = None,
     may_transform: MayTransform | None = None,
@@ -208,23 +211,22 @@ def build_batch(
                 value = encode_event(item, version)
         except RecursionError:
             value = b""  # objects nested too deeply to encode: stripped like oversized ones
-        if not value or not fits(value):
+        key = item["auditID"].encode()
+        headers = tuple(event_headers(item, version, cluster))
+        if not value or not fits(value, key, headers):
             try:
                 value = encode_event(strip_objects(item), version)
             except RecursionError:  # nested as deeply elsewhere: nothing of it can be kept
-                reason = "nested too deeply to encode, even without its objects"
-                batch.records.append(dead_letter(b"", reason, cluster, dead_letter_limit))
+                value, reason = b"", "nested too deeply to encode, even without its objects"
+            else:
+                reason = "too large for Kafka, even without its objects"
+            if not value or not fits(value, key, headers):
+                batch.records.append(dead_letter(value, reason, cluster, dead_letter_limit))
                 batch.dead_lettered += 1
                 continue
             batch.truncated += 1
         batch.records.append(
-            OutboundRecord(
-                EVENTS,
-                value,
-                item["auditID"].encode(),
-                tuple(event_headers(item, version, cluster)),
-                kafka_timestamp(item["stageTimestamp"]),
-            )
+            OutboundRecord(EVENTS, value, key, headers, kafka_timestamp(item["stageTimestamp"]))
         )
         batch.accepted += 1
     return batch
@@ -242,7 +244,7 @@ def passed_through(
     raw: Raw,
     api_version: str,
     cluster: str,
-    fits: Callable[[bytes], bool],
+    fits: Fits,
     transform: EventTransform | None,
     may_transform: MayTransform | None,
 ) -> OutboundRecord | None:
@@ -265,8 +267,6 @@ def passed_through(
         timestamp = kafka_timestamp(fields.stageTimestamp)
     except ValueError:
         return None
-    if not fits(value):
-        return None
     username = raw_fields.user(fields).username
     headers = headers_of(
         cluster,
@@ -278,4 +278,7 @@ def passed_through(
         ref.namespace,
         username,
     )
-    return OutboundRecord(EVENTS, value, fields.auditID.encode(), tuple(headers), timestamp)
+    key = fields.auditID.encode()
+    if not fits(value, key, headers):
+        return None
+    return OutboundRecord(EVENTS, value, key, tuple(headers), timestamp)

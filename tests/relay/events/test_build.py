@@ -61,7 +61,7 @@ def test_batch_truncates_what_does_not_fit_and_dead_letters_invalid_items() -> N
         [big, {"kind": 0}, events[1]],
         "audit.k8s.io/v1",
         "c",
-        fits=lambda value: len(value) < 4000,
+        fits=lambda value, *_: len(value) < 4000,
         dead_letter_limit=100,
     )
     assert (batch.accepted, batch.dead_lettered, batch.truncated) == (2, 1, 1)
@@ -80,7 +80,7 @@ def test_an_event_nested_too_deeply_outside_its_objects_is_dead_lettered() -> No
         [deep, corpus_events()[1]],
         "audit.k8s.io/v1",
         "c",
-        fits=lambda value: True,
+        fits=lambda value, *_: True,
         dead_letter_limit=100,
     )
     assert (batch.accepted, batch.dead_lettered) == (1, 1)
@@ -110,7 +110,7 @@ def test_transform_is_applied_and_counted() -> None:
         corpus_events()[:3],
         "audit.k8s.io/v1",
         "c",
-        fits=lambda v: True,
+        fits=lambda *_: True,
         dead_letter_limit=10,
         transform=drop_user,
     )

@@ -31,7 +31,7 @@ ITEMS = [
 
 
 def batch_of(items: list[Any], api_version: str, **options: Any) -> Batch:
-    options = {"fits": lambda value: True, "dead_letter_limit": 1 << 20, **options}
+    options = {"fits": lambda *_: True, "dead_letter_limit": 1 << 20, **options}
     return build_batch(items, api_version, "c", **options)
 
 
@@ -209,7 +209,7 @@ def test_with_a_transform_but_no_predicate_every_event_is_transformed() -> None:
 
 def test_events_that_do_not_fit_are_truncated() -> None:
     big = {**ITEMS[0], "requestObject": {"x": "y" * 5000}}
-    fast, _ = both_ways(event_list([big, ITEMS[1]]), fits=lambda value: len(value) < 4000)
+    fast, _ = both_ways(event_list([big, ITEMS[1]]), fits=lambda value, *_: len(value) < 4000)
     assert fast.truncated == 1
     assert b"yyyy" not in fast.records[0].value
 
