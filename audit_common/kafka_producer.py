@@ -180,39 +180,62 @@ class RecoveringProducer(AsyncResource):
         """Called when Kafka acknowledged a send: the next reconnect starts without delay."""
         self._attempts = 0
 
-    async def send_all(self, records: Sequence[KafkaRecord]) -> list[BaseException | None]:
+    async def send_all(
+        self, records: Sequence[KafkaRecord], within: float
+    ) -> list[BaseException | None]:
         """Send ``records`` and wait until each is acknowledged or refused for itself.
 
         Returns, for each record, None or the error a broker refused it with (it failed in a
         batch of its own, or aiokafka refused it before sending). Records of a batch that failed
-        otherwise are sent again on a new producer, each in a batch of its own. Never returns
-        before that: the caller bounds it in time (a producer that outlives the bound is given
-        up). Raises KafkaUnavailable while Kafka is out of reach.
+        otherwise are sent again on a new producer, each in a batch of its own, for up to
+        ``within`` seconds in all. Raises KafkaUnavailable while Kafka is out of reach, or when
+        the time is out (the producer that did not acknowledge is given up).
         """
         results: list[BaseException | None] = [None] * len(records)
         todo = list(range(len(records)))
         alone = False
-        while todo:
-            generation = await self.wait()
-            try:
-                errors = await self._send(generation, [records[i] for i in todo], alone=alone)
-            except asyncio.CancelledError:
-                self.give_up(generation, "no acknowledgement in time")
-                raise
-            retry = []
-            for index, error in zip(todo, errors, strict=True):
-                if isinstance(error, _Local):
-                    results[index] = error.error
-                elif alone and refused_for_itself(error):
-                    results[index] = error
-                elif error is not None:
-                    retry.append(index)
-            if retry:
-                self.give_up(generation, errors[todo.index(retry[0])])
-            else:
-                self.acknowledged()
-            todo, alone = retry, True
+        generation: Generation | None = None
+        try:
+            async with asyncio.timeout(within):
+                while todo:
+                    generation = await self.wait()
+                    batch = [records[i] for i in todo]
+                    errors = await self._send(generation, batch, alone=alone)
+                    todo = self._sort_out(generation, todo, errors, results, alone=alone)
+                    alone = True
+        except TimeoutError as exc:
+            if generation is not None:
+                self.give_up(generation, f"no acknowledgement within {within:g} s")
+            raise KafkaUnavailable(f"Kafka did not acknowledge within {within:g} s") from exc
         return results
+
+    def _sort_out(
+        self,
+        generation: Generation,
+        todo: list[int],
+        errors: list[BaseException | None],
+        results: list[BaseException | None],
+        *,
+        alone: bool,
+    ) -> list[int]:
+        """Put the final errors of ``todo``'s records in ``results``; the records to send again.
+        A batch that failed gives ``generation`` up, even when its record is final."""
+        retry = []
+        failed: BaseException | None = None
+        for index, error in zip(todo, errors, strict=True):
+            if isinstance(error, _Local):  # nothing was numbered for it
+                results[index] = error.error
+                continue
+            failed = failed or error
+            if alone and refused_for_itself(error):
+                results[index] = error
+            elif error is not None:
+                retry.append(index)
+        if failed is not None:
+            self.give_up(generation, failed)
+        else:
+            self.acknowledged()
+        return retry
 
     async def _send(
         self, generation: Generation, records: Sequence[KafkaRecord], *, alone: bool

@@ -3,12 +3,10 @@ sink refused for good; each as consumed, with why and where it was read in heade
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaError
+from aiokafka import ConsumerRecord
 
 from audit_common.errors import KafkaUnavailable
 from audit_common.headers import (
@@ -21,7 +19,11 @@ from audit_common.headers import (
     SOURCE_PARTITION,
     SOURCE_TOPIC,
 )
+from audit_common.kafka_producer import KafkaRecord, RecoveringProducer
 from consumers.events import ConsumedEvent
+
+# How long one batch of letters may take to be acknowledged, producer replacements included.
+SEND_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,16 @@ def letter_of_event(event: ConsumedEvent, reason: str, sink: str) -> Letter:
     )
 
 
-async def send_letters(producer: AIOKafkaProducer, topic: str, letters: Sequence[Letter]) -> None:
-    """Send ``letters`` to ``topic`` and await every ack. Raises KafkaUnavailable."""
-    try:
-        futures = []
-        for letter in letters:
-            headers = [
+async def send_letters(producer: RecoveringProducer, topic: str, letters: Sequence[Letter]) -> None:
+    """Send ``letters`` to ``topic`` and await every ack, on a new producer after a failed
+    batch (``audit_common.kafka_producer``). Raises KafkaUnavailable when Kafka does not take
+    them all within SEND_TIMEOUT_S, or refuses one."""
+    records = [
+        KafkaRecord(
+            topic,
+            letter.value,
+            letter.key,
+            [
                 *((name, value) for name, value in letter.headers if name != SCHEMA_VERSION_HEADER),
                 (SCHEMA_VERSION_HEADER, SCHEMA_VERSION),
                 (REASON, letter.reason.encode()),
@@ -75,16 +81,12 @@ async def send_letters(producer: AIOKafkaProducer, topic: str, letters: Sequence
                 (SOURCE_TOPIC, letter.topic.encode()),
                 (SOURCE_PARTITION, str(letter.partition).encode()),
                 (SOURCE_OFFSET, str(letter.offset).encode()),
-            ]
-            futures.append(
-                await producer.send(
-                    topic,
-                    letter.value,
-                    key=letter.key,
-                    headers=headers,
-                    timestamp_ms=letter.timestamp,
-                )
-            )
-        await asyncio.gather(*futures)
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"dead-letter topic: {exc}") from exc
+            ],
+            letter.timestamp,
+        )
+        for letter in letters
+    ]
+    results = await producer.send_all(records, SEND_TIMEOUT_S)
+    refused = next((error for error in results if error is not None), None)
+    if refused is not None:
+        raise KafkaUnavailable(f"dead-letter topic {topic} refused a letter: {refused}")

@@ -24,8 +24,15 @@ from aiokafka import (
 from aiokafka.errors import InvalidSessionTimeoutError, KafkaError
 
 from audit_common.errors import AuditRelayError, ConfigError, InvalidEvent, KafkaUnavailable
+from audit_common.kafka_producer import RecoveringProducer
 from consumers.cluster_stats import ClusterStats
-from consumers.dead_letters import Letter, letter_of_event, letter_of_record, send_letters
+from consumers.dead_letters import (
+    SEND_TIMEOUT_S,
+    Letter,
+    letter_of_event,
+    letter_of_record,
+    send_letters,
+)
 from consumers.dedupe import Deduplicator
 from consumers.events import ConsumedEvent, decode
 from consumers.health import Health
@@ -87,8 +94,16 @@ class Runner:
             heartbeat_interval_ms=max(100, session_ms // 3),
             **kafka,
         )
-        producer = AIOKafkaProducer(
-            client_id=self.settings.client_id, acks="all", enable_idempotence=True, **kafka
+        producer = RecoveringProducer(
+            partial(
+                AIOKafkaProducer,
+                client_id=self.settings.client_id,
+                acks="all",
+                enable_idempotence=True,
+                **kafka,
+            ),
+            name="dead-letter producer",
+            close_timeout=SEND_TIMEOUT_S,
         )
         self._consumer = consumer
         self._offsets = offsets = Offsets(consumer, self.metrics, self.health)
@@ -159,13 +174,13 @@ class Runner:
                 raise
             log.warning("the Kafka consumer closed with fetches still pending")
 
-    async def _start(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+    async def _start(self, consumer: AIOKafkaConsumer, producer: RecoveringProducer) -> None:
         try:
             await consumer.start()
-            await producer.start()
         except KafkaError as exc:
             bootstrap = self.settings.kafka.bootstrap
             raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+        await producer.start()  # connects in the background
 
     async def _wait_for_topic(self, consumer: AIOKafkaConsumer) -> bool:
         """Wait until the topic exists; False when stopped first.
@@ -188,7 +203,7 @@ class Runner:
             if await self._stop_requested_within(TOPIC_POLL_SECONDS):
                 return False
 
-    async def _consume(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> bool:
+    async def _consume(self, consumer: AIOKafkaConsumer, producer: RecoveringProducer) -> bool:
         while not self._stopping.is_set():
             try:
                 batches: Batches = await consumer.getmany(
@@ -212,7 +227,7 @@ class Runner:
                 self.health.idle()
         return True
 
-    async def _process(self, producer: AIOKafkaProducer, batches: Batches) -> bool:
+    async def _process(self, producer: RecoveringProducer, batches: Batches) -> bool:
         """Write one fetched batch and mark its offsets; False when stopped while it failed."""
         assert self._consumer is not None and self._offsets is not None
         async with self._lock:
@@ -245,7 +260,7 @@ class Runner:
                 self._offsets.mark_flushed(tp, tp_records[-1].offset + 1)
             return True
 
-    async def _write(self, producer: AIOKafkaProducer, events: Sequence[ConsumedEvent]) -> None:
+    async def _write(self, producer: RecoveringProducer, events: Sequence[ConsumedEvent]) -> None:
         """Write and flush ``events``; those the sink refuses for good go to the dead letters."""
         started = time.monotonic()
         await self.sink.write(events)
@@ -265,7 +280,7 @@ class Runner:
         self.metrics.written.inc(len(written))
         self._clusters.written(written)
 
-    async def _dead_letter(self, producer: AIOKafkaProducer, letters: Sequence[Letter]) -> None:
+    async def _dead_letter(self, producer: RecoveringProducer, letters: Sequence[Letter]) -> None:
         """Send ``letters`` to the dead-letter topic and await acks; raises KafkaUnavailable."""
         await send_letters(producer, self.settings.dead_letter_topic, letters)
         self.metrics.dead_lettered.inc(len(letters))
