@@ -104,6 +104,7 @@ async def test_a_broker_restart_while_records_are_in_flight_loses_none(
             lambda: (metrics.registry.get_sample_value(acks) or 0) >= 20, timeout=30, what="acks"
         )
         await asyncio.to_thread(broker.stop)
+        assert not all(task.done() for task in senders)  # gone in the middle of the load
         await asyncio.to_thread(broker.start)
         await asyncio.wait_for(asyncio.gather(*senders), timeout=180)
     assert restarts(metrics) >= 1
