@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -69,6 +70,35 @@ def test_batch_truncates_what_does_not_fit_and_dead_letters_invalid_items() -> N
     first = orjson.loads(batch.records[0].value)
     assert "requestObject" not in first and first["annotations"]["audit.k8s.io/truncated"] == "true"
     assert batch.records[0].key == events[0]["auditID"].encode()
+
+
+def test_an_event_too_large_even_without_its_objects_is_dead_lettered_cut() -> None:
+    events = corpus_events()[:2]
+    annotations = {"note": "n" * 5000}  # kept by the stripping, as the apiserver does
+    big = {**events[0], "requestObject": {"x": "y" * 5000}, "annotations": annotations}
+
+    def fits(value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]]) -> bool:
+        return len(value) + len(key or b"") + sum(len(n) + len(v) for n, v in headers) < 4000
+
+    batch = build_batch([big, events[1]], "audit.k8s.io/v1", "c", fits=fits, dead_letter_limit=100)
+    assert (batch.accepted, batch.dead_lettered, batch.truncated) == (1, 1, 0)
+    [dead, kept] = batch.records
+    assert (dead.topic, kept.topic) == (DEAD_LETTER, EVENTS)
+    headers = dict(dead.headers)
+    assert headers["reason"] == b"too large for Kafka, even without its objects"
+    assert len(dead.value) == 100 and int(headers["truncated-from-bytes"]) > 5000
+
+
+def test_the_headers_count_in_what_fits() -> None:
+    event = {**corpus_events()[0], "user": {"username": "u" * 3000}}  # a header of 3000 bytes
+
+    def fits(value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]]) -> bool:
+        return len(value) + sum(len(v) for _, v in headers) < 5000
+
+    [record] = build_batch(
+        [event], "audit.k8s.io/v1", "c", fits=fits, dead_letter_limit=100
+    ).records
+    assert record.topic == DEAD_LETTER  # its value alone (about 4 KB) would have fitted
 
 
 def test_an_event_nested_too_deeply_outside_its_objects_is_dead_lettered() -> None:
