@@ -132,7 +132,7 @@ class WebhookHandler:
         """
         body = b"".join(chunks)
         chunks.clear()
-        limit = self.publisher.message_limit // 2
+        limit = self.settings.publisher.max_message_bytes // 2
         try:
             items, api_version = split(body)
         except BadRequest as exc:

@@ -53,7 +53,7 @@ from relay.kafka.outage import OutageLog
 from relay.kafka.partition_batches import PartitionBatches
 from relay.kafka.refusals import refusal_record
 from relay.kafka.stall_probe import StallProbe
-from relay.kafka.topics import ensure_topics, smallest_message_limit, warn_if_not_replicated
+from relay.kafka.topics import ensure_topics, warn_if_not_replicated
 from relay.metrics import RelayMetrics
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,6 @@ class KafkaPublisher(AsyncResource):
         self._durability_checked = False
         self._outage = OutageLog(settings.connection.bootstrap)
         self._compress = _COMPRESSORS.get(settings.compression)
-        # The broker's message limit: ``--max-message-bytes``, or a topic's if that is lower.
-        self.message_limit = settings.max_message_bytes
         self._producers = RecoveringProducer(
             self._make_producer,
             name="kafka",
@@ -178,7 +176,7 @@ class KafkaPublisher(AsyncResource):
         """Whether a record, its value compressed as the producer will, stays under the
         broker's limit with its key and headers."""
         extra = len(key or b"") + sum(len(n) + len(v) + _HEADER_OVERHEAD for n, v in headers)
-        limit = self.message_limit - _BATCH_OVERHEAD - extra
+        limit = self.settings.max_message_bytes - _BATCH_OVERHEAD - extra
         if len(value) <= limit:
             return True
         if self._compress is None:
@@ -264,7 +262,7 @@ class KafkaPublisher(AsyncResource):
                     known = partitions[topic] = sorted(await producer.partitions_for(topic))
                 # A record over half the limit goes alone: two such would make a batch the
                 # broker refuses, and one it refuses for itself is then known at once.
-                big = record.size > self.message_limit // 2
+                big = record.size > self.settings.max_message_bytes // 2
                 batch = current.batches.add(topic, known, record, alone=alone or big)
                 held[batch.acked] = held.get(batch.acked, 0) + record.size
                 batches.append(batch)
@@ -288,7 +286,7 @@ class KafkaPublisher(AsyncResource):
         from now on; a record refused for itself in a batch of its own (``refusals``) as a dead
         letter, at its first refusal."""
         pending = []
-        limit = self.message_limit // 2
+        limit = self.settings.max_message_bytes // 2
         for record, error, batch_records in failed:
             if refused_for_itself(error) and (alone or batch_records == 1):
                 log.warning("Kafka refused a record for itself (%s): dead-lettered", error)
@@ -352,15 +350,5 @@ class KafkaPublisher(AsyncResource):
             if not self._durability_checked:
                 await warn_if_not_replicated(admin, names)
                 self._durability_checked = True
-            topics_limit = await smallest_message_limit(admin, names)
-            if topics_limit is not None and topics_limit < settings.max_message_bytes:
-                if topics_limit != self.message_limit:
-                    log.warning(
-                        "the topics' max.message.bytes %d is below --max-message-bytes %d: "
-                        "larger events lose their objects",
-                        topics_limit,
-                        settings.max_message_bytes,
-                    )
-                self.message_limit = topics_limit
         finally:
             await admin.close()

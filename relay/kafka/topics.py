@@ -20,7 +20,6 @@ from aiokafka.errors import TopicAlreadyExistsError
 log = logging.getLogger(__name__)
 
 MIN_INSYNC = "min.insync.replicas"
-MAX_MESSAGE_BYTES = "max.message.bytes"
 _DESCRIBE_TRIES = 10
 _DESCRIBE_PAUSE_S = 0.2
 
@@ -91,20 +90,3 @@ async def warn_if_not_replicated(admin: AIOKafkaAdminClient, names: Iterable[str
                 required,
                 MIN_INSYNC,
             )
-
-
-async def smallest_message_limit(admin: AIOKafkaAdminClient, names: Iterable[str]) -> int | None:
-    """The smallest ``max.message.bytes`` of the topics ``names`` (None when none says): a
-    record over it is refused by the broker, whatever ``--max-message-bytes`` says. Raises
-    KafkaError when the brokers cannot be asked."""
-    resources = [
-        ConfigResource(ConfigResourceType.TOPIC, name, {MAX_MESSAGE_BYTES: None}) for name in names
-    ]
-    limits = [
-        int(entry["config_value"])
-        for response in await admin.describe_configs(resources)
-        for resource in response.to_object()["resources"]
-        for entry in resource["config_entries"]
-        if entry["config_names"] == MAX_MESSAGE_BYTES and entry["config_value"]
-    ]
-    return min(limits, default=None)
