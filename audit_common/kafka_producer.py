@@ -22,6 +22,8 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
@@ -34,6 +36,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 
 from audit_common.errors import KafkaUnavailable
+from audit_common.kafka_connection import KafkaConnection
 from audit_common.kafka_give_up import close_given_up
 from audit_common.resource import AsyncResource
 
@@ -53,6 +56,21 @@ RECORD_ERRORS = (
 FIRST_CONNECT_DELAY = 0.25
 MAX_CONNECT_DELAY = 5.0
 _PARTITIONER = DefaultPartitioner()
+
+
+def idempotent_producer(
+    connection: KafkaConnection, client_id: str, **options: Any
+) -> Callable[[], AIOKafkaProducer]:
+    """What makes the consumers' producers (for ``RecoveringProducer``): acks=all and
+    idempotent, with ``options`` of aiokafka's own."""
+    return partial(
+        AIOKafkaProducer,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        **connection.client_kwargs(),
+        **options,
+    )
 
 
 def refused_for_itself(error: BaseException | None) -> bool:
@@ -92,7 +110,7 @@ class RecoveringProducer(AsyncResource):
     counts as a failed attempt. ``start()`` returns at once and connects in the background, with
     backoff, until it succeeds; ``stop()`` closes the producer within ``close_timeout``.
     ``on_failure`` is told of every failed connect attempt and give-up (a log line by default),
-    ``on_installed`` of every producer put in place.
+    ``on_installed`` of every producer put in place, ``on_given_up`` of every one given up.
     """
 
     def __init__(
@@ -104,6 +122,7 @@ class RecoveringProducer(AsyncResource):
         prepare: Callable[[], Awaitable[None]] | None = None,
         on_failure: Callable[[str], None] | None = None,
         on_installed: Callable[[Generation], None] | None = None,
+        on_given_up: Callable[[Generation], None] | None = None,
     ) -> None:
         self.name = name
         self.current: Generation | None = None
@@ -112,6 +131,7 @@ class RecoveringProducer(AsyncResource):
         self._prepare = prepare
         self._on_failure = on_failure or (lambda reason: log.warning("%s: %s", name, reason))
         self._on_installed = on_installed
+        self._on_given_up = on_given_up
         self._close_timeout = close_timeout
         self._made = 0
         self._attempts = 0  # failed attempts since the last acknowledgement: the backoff grows
@@ -170,6 +190,8 @@ class RecoveringProducer(AsyncResource):
         self._attempts += 1
         self._hopeful = reachable
         self._signal()
+        if self._on_given_up is not None:
+            self._on_given_up(generation)
         self._on_failure(f"producer {generation.number} failed ({reason}); replacing it")
         task = asyncio.create_task(self._close(generation), name=f"{self.name}-close")
         self._closing.add(task)

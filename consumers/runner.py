@@ -16,7 +16,6 @@ from functools import partial
 
 from aiokafka import (
     AIOKafkaConsumer,
-    AIOKafkaProducer,
     ConsumerRebalanceListener,
     ConsumerRecord,
     TopicPartition,
@@ -24,7 +23,7 @@ from aiokafka import (
 from aiokafka.errors import InvalidSessionTimeoutError, KafkaError
 
 from audit_common.errors import AuditRelayError, ConfigError, InvalidEvent, KafkaUnavailable
-from audit_common.kafka_producer import RecoveringProducer
+from audit_common.kafka_producer import RecoveringProducer, idempotent_producer
 from consumers.cluster_stats import ClusterStats
 from consumers.dead_letters import (
     SEND_TIMEOUT_S,
@@ -95,13 +94,7 @@ class Runner:
             **kafka,
         )
         producer = RecoveringProducer(
-            partial(
-                AIOKafkaProducer,
-                client_id=self.settings.client_id,
-                acks="all",
-                enable_idempotence=True,
-                **kafka,
-            ),
+            idempotent_producer(self.settings.kafka, self.settings.client_id),
             name="dead-letter producer",
             close_timeout=SEND_TIMEOUT_S,
         )

@@ -27,18 +27,16 @@ import logging
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Self
 
 import aiohttp
-from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter
 from yarl import URL
 
 from audit_common.errors import ConfigError, KafkaUnavailable, SinkError
 from audit_common.headers import CLUSTER, SCHEMA_VERSION, SCHEMA_VERSION_HEADER
 from audit_common.kafka_connection import KafkaConnection, kafka_connection_from_args
-from audit_common.kafka_producer import KafkaRecord, RecoveringProducer
+from audit_common.kafka_producer import KafkaRecord, RecoveringProducer, idempotent_producer
 from audit_common.options import EnvArgumentParser, positive_float, positive_int
 from consumers.events import ConsumedEvent
 from consumers.rules.options import PRIORITY_NAMES, RULES_HELP, load, priority_arg
@@ -193,13 +191,7 @@ class AlertsSink(Sink):
             return
         if self._producer is None:
             self._producer = RecoveringProducer(
-                partial(
-                    AIOKafkaProducer,
-                    client_id=self.settings.client_id,
-                    acks="all",
-                    enable_idempotence=True,
-                    **self.settings.kafka.client_kwargs(),
-                ),
+                idempotent_producer(self.settings.kafka, self.settings.client_id),
                 name="alerts producer",
                 close_timeout=_KAFKA_S,
             )

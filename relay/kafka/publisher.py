@@ -128,6 +128,7 @@ class KafkaPublisher(AsyncResource):
             prepare=self._ensure_topics,
             on_failure=self._outage.failed,
             on_installed=self._installed,
+            on_given_up=self._given_up,
         )
         self._probe = StallProbe(
             settings.connection,
@@ -206,7 +207,7 @@ class KafkaPublisher(AsyncResource):
                     failed = await self._send(current, pending, held, alone=alone)
                     if not failed:
                         break
-                    self._give_up(current, failed[0][1])
+                    self._producers.give_up(current.generation, failed[0][1])
                     if current.unreachable is not None:
                         raise KafkaUnavailable(f"Kafka unreachable: {current.unreachable}")
                     pending = self._after_failure(failed, alone)
@@ -214,7 +215,7 @@ class KafkaPublisher(AsyncResource):
         except TimeoutError as exc:
             reason = f"no acknowledgement within {self.settings.ack_timeout:g}s"
             if current is not None:
-                self._give_up(current, reason)
+                self._producers.give_up(current.generation, reason)
             raise KafkaUnavailable(f"Kafka did not acknowledge: {reason}") from exc
         finally:
             self._hold_unanswered(held)
@@ -307,7 +308,9 @@ class KafkaPublisher(AsyncResource):
                 reason = await self._probe.unreachable()
                 if reason is not None and self._producers.current is current.generation:
                     current.unreachable = f"no broker answers ({reason})"
-                    self._give_up(current, current.unreachable, reachable=False)
+                    self._producers.give_up(
+                        current.generation, current.unreachable, reachable=False
+                    )
                     return
 
     def _acknowledged(self, seconds: float) -> None:
@@ -316,13 +319,9 @@ class KafkaPublisher(AsyncResource):
         self._metrics.kafka_ack_seconds.observe(seconds)
         self._metrics.kafka_last_ack.set(time.time())
 
-    def _give_up(self, current: _Producer, reason: object, *, reachable: bool = True) -> None:
-        """Give up ``current`` (once, whoever calls first) and connect a new producer."""
-        if self._producers.current is not current.generation:
-            return
+    def _given_up(self, generation: Generation) -> None:
         self._metrics.kafka_connected.set(0)
         self._metrics.producer_restarts.inc()
-        self._producers.give_up(current.generation, reason, reachable=reachable)
 
     def _installed(self, generation: Generation) -> None:
         self._current = _Producer(generation, PartitionBatches(generation.producer))

@@ -7,13 +7,12 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from audit_common.errors import KafkaUnavailable
-from audit_common.kafka_producer import RecoveringProducer
+from audit_common.kafka_connection import KafkaConnection
+from audit_common.kafka_producer import RecoveringProducer, idempotent_producer
 from consumers.dead_letters import SEND_TIMEOUT_S, Letter, send_letters
 from tests.support.kafka import LocalBroker, create_topic, read_topic, unique_topic
 
@@ -23,9 +22,7 @@ pytestmark = pytest.mark.integration
 @asynccontextmanager
 async def dead_letter_producer(bootstrap: str) -> AsyncIterator[RecoveringProducer]:
     """The producer as ``consumers.runner`` makes it."""
-    make = partial(
-        AIOKafkaProducer, bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
-    )
+    make = idempotent_producer(KafkaConnection(bootstrap=bootstrap), "test")
     async with RecoveringProducer(
         make, name="dead-letter producer", close_timeout=SEND_TIMEOUT_S
     ) as producer:
