@@ -18,6 +18,11 @@ EVENT_HEADERS = (CLUSTER, "apiVersion", "verb", "stage", "level", "resource", "n
 # A dead-letter record: why it is there, and, when the relay cut it, how long it was.
 REASON = "reason"
 TRUNCATED_FROM_BYTES = "truncated-from-bytes"
+# Set (to "true") when the relay kept none of what it received: redaction was on and could not
+# read it, so the value is a summary (size, SHA-256, the event fields found), not the bytes.
+CONTENT_WITHHELD = "content-withheld"
+# Added by a consumer to a dead letter it cut: the SHA-256 (hex) of the whole value.
+DIGEST = "digest"
 # Added by a consumer to what it dead-letters: where the record was read, and the sink that
 # refused the event (absent when the record could not be decoded).
 SINK = "sink"

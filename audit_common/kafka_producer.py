@@ -22,8 +22,6 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
@@ -36,7 +34,6 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 
 from audit_common.errors import KafkaUnavailable
-from audit_common.kafka_connection import KafkaConnection
 from audit_common.kafka_give_up import close_given_up
 from audit_common.resource import AsyncResource
 
@@ -56,21 +53,6 @@ RECORD_ERRORS = (
 FIRST_CONNECT_DELAY = 0.25
 MAX_CONNECT_DELAY = 5.0
 _PARTITIONER = DefaultPartitioner()
-
-
-def idempotent_producer(
-    connection: KafkaConnection, client_id: str, **options: Any
-) -> Callable[[], AIOKafkaProducer]:
-    """What makes the consumers' producers (for ``RecoveringProducer``): acks=all and
-    idempotent, with ``options`` of aiokafka's own."""
-    return partial(
-        AIOKafkaProducer,
-        client_id=client_id,
-        acks="all",
-        enable_idempotence=True,
-        **connection.client_kwargs(),
-        **options,
-    )
 
 
 def refused_for_itself(error: BaseException | None) -> bool:

@@ -1,4 +1,5 @@
-"""Logging for both programs: one format on stderr, and aiokafka's retry chatter kept short."""
+"""Logging for both programs: one format on stderr, and aiokafka's retry chatter kept short and
+at the level it deserves."""
 
 from __future__ import annotations
 
@@ -39,9 +40,39 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+# What aiokafka logs at ERROR while a new broker gets ready: the topic is being created (the
+# programs wait for it themselves), the group coordinator is being elected (the offsets topic is
+# created on the first group's request). Each passes by itself within seconds.
+_PASSING = frozenset(
+    {
+        "Topic %s not found in cluster metadata",
+        "Group Coordinator Request failed: %s",
+        "FindCoordinator Request failed: %s",
+    }
+)
+
+
+class PassingStateFilter(logging.Filter):
+    """Lowers to INFO aiokafka's ERROR lines for states that are normal and pass by themselves
+    (``_PASSING``, with an error Kafka calls retriable), so that a first start against a new
+    broker prints no ERROR; they go on at INFO, and through ``RepeatFilter``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.ERROR or not record.name.startswith("aiokafka"):
+            return True
+        if record.msg not in _PASSING:
+            return True
+        error = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if isinstance(error, Exception) and not getattr(error, "retriable", False):
+            return True
+        record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return logging.getLogger().isEnabledFor(logging.INFO)
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Called by each entry point: first with the default level, again once flags are parsed."""
     logging.basicConfig(level=level, stream=sys.stderr, format=FORMAT, force=True)
     for handler in logging.getLogger().handlers:
+        handler.addFilter(PassingStateFilter())
         handler.addFilter(RepeatFilter(("aiokafka", "relay.edge.app")))
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -1,7 +1,7 @@
 """``audit-consumer``: parse settings, configure logging, handle signals, run the consumer.
 
-The main form is ``audit-consumer --sink NAME [flags]``. Subcommands (such as a later
-``audit-consumer query``) are dispatched on the first argument before the consumer's flags.
+The main form is ``audit-consumer --sink NAME [flags]``. The subcommands ``query`` and
+``rules test`` are dispatched on the first argument before the consumer's flags.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from consumers.metrics import ConsumerMetrics, MetricsServer
 from consumers.query import run_query
 from consumers.rules.command import run_rules
 from consumers.runner import Runner
-from consumers.settings import ConsumerSettings, build_settings
+from consumers.settings import SUBCOMMANDS, USAGE, ConsumerSettings, build_settings
 from consumers.sinks import Sink
 
 log = logging.getLogger("consumers")
@@ -57,6 +57,8 @@ def run_consumer(argv: Sequence[str]) -> int:
     try:
         settings, sink, level = build_settings(argv, os.environ)
     except ConfigError as exc:
+        if not argv:  # a bare ``audit-consumer``: show what it can do
+            print(f"usage: {USAGE}\n\n{SUBCOMMANDS}", file=sys.stderr)
         print(f"audit-consumer: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(level)

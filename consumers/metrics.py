@@ -46,13 +46,26 @@ class ConsumerMetrics:
         )
         self.refused = Counter(
             "audit_consumer_events_refused",
-            "Events the sink's destination refused for good (dead-lettered with its reason)",
+            "Events the sink could not encode or its destination refused for good "
+            "(dead-lettered with the reason)",
+            registry=registry,
+        )
+        self.failed = Counter(
+            "audit_consumer_events_failed",
+            "Events dead-lettered because writing them alone raised an error the sink did not "
+            "expect (the reason header holds its text)",
             registry=registry,
         )
         self.failures = Counter(
             "audit_consumer_failures",
-            "Failed attempts, each retried: open (the sink), sink (write), dead-letter (send)",
+            "Temporary failures, each retried: open (the sink), sink (write), dead-letter (send)",
             ["operation"],
+            registry=registry,
+        )
+        self.unexpected = Counter(
+            "audit_consumer_unexpected_errors",
+            "Attempts at a batch that failed with an error the sink did not expect; after "
+            "--max-attempts its events are written one by one",
             registry=registry,
         )
         self.lag = Gauge(

@@ -46,6 +46,7 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 _GLOB_FILTERS = (
     ("user", "username"),
     ("resource", "resource"),
+    ("subresource", "subresource"),
     ("namespace", "namespace"),
     ("name", "name"),
     ("cluster", "cluster"),
@@ -102,7 +103,12 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
     option = parser.add_argument  # filters are per invocation: no environment variables
     option("--user", help="user name glob, e.g. 'system:serviceaccount:kube-system:*'")
     option("--verb", help="verbs, comma-separated, e.g. delete,deletecollection")
-    option("--resource", help="resource glob, e.g. secrets")
+    option(
+        "--resource",
+        help="resource glob, e.g. secrets; 'pods/exec' (as the table prints it) also filters "
+        "on the subresource",
+    )
+    option("--subresource", help="subresource glob, e.g. exec, attach, log, status")
     option("--namespace", help="namespace glob")
     option("--name", help="object name glob")
     option("--cluster", help="cluster glob (the relay's cluster name)")
@@ -121,9 +127,15 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
 def settings_from_args(args: argparse.Namespace, now: datetime) -> QuerySettings:
     if args.limit < 0:
         raise ConfigError(f"--limit must be 0 or more, got {args.limit}")
-    globs = tuple(
-        (column, getattr(args, dest)) for dest, column in _GLOB_FILTERS if getattr(args, dest)
-    )
+    given = {dest: getattr(args, dest) for dest, _ in _GLOB_FILTERS}
+    if given["resource"] and "/" in given["resource"]:
+        given["resource"], _, subresource = given["resource"].partition("/")
+        if given["subresource"] and given["subresource"] != subresource:
+            raise ConfigError(
+                f"--resource {args.resource} and --subresource {args.subresource} disagree"
+            )
+        given["subresource"] = subresource
+    globs = tuple((column, given[dest]) for dest, column in _GLOB_FILTERS if given[dest])
     stages = () if args.stage.strip() == "all" else _list(args.stage)
     return QuerySettings(
         connection=postgres_connection_from_args(args),
@@ -161,16 +173,20 @@ def build_sql(settings: QuerySettings) -> tuple[str, list[Any]]:
         sql += "WHERE " + " AND ".join(conditions) + "\n"
     sql += "ORDER BY stage_timestamp DESC, id DESC"
     if settings.limit:
-        sql += f" LIMIT {bind(settings.limit)}"
+        sql += f" LIMIT {bind(settings.limit + 1)}"  # one more: whether --limit cut the result
     return sql, values
 
 
-async def fetch(settings: QuerySettings) -> list[asyncpg.Record]:
-    """Run the query. Raises SinkError (store unreachable) or ConfigError."""
+async def fetch(settings: QuerySettings) -> tuple[list[asyncpg.Record], bool]:
+    """Run the query: the newest ``settings.limit`` matching rows (all for 0), and whether more
+    matched than ``--limit`` let through. Called by ``run_query``, which says so on stderr.
+    Raises SinkError (store unreachable) or ConfigError."""
     sql, values = build_sql(settings)
     connection = await settings.connection.connect()
     try:
-        return await connection.fetch(sql, *values)
+        records = await connection.fetch(sql, *values)
+        cut = bool(settings.limit) and len(records) > settings.limit
+        return (records[: settings.limit] if cut else records), cut
     except asyncpg.UndefinedTableError as exc:
         raise ConfigError(
             f"no audit store at {settings.connection.target}: "
@@ -220,9 +236,15 @@ def run_query(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     args = build_parser(environ).parse_args(argv)
     try:
         settings = settings_from_args(args, datetime.now(UTC))
-        records = asyncio.run(fetch(settings))
+        records, cut = asyncio.run(fetch(settings))
     except AuditRelayError as exc:
         print(f"audit-consumer query: error: {exc}", file=sys.stderr)
         return 1 if exc.retriable else 2
     render(records, settings.format, sys.stdout)
+    if cut:
+        print(
+            f"audit-consumer query: showing the newest {settings.limit} rows; more match "
+            "(--limit 0 prints them all)",
+            file=sys.stderr,
+        )
     return 0

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 
 from aiokafka import (
@@ -23,23 +22,19 @@ from aiokafka import (
 from aiokafka.errors import InvalidSessionTimeoutError, KafkaError
 
 from audit_common.errors import AuditRelayError, ConfigError, InvalidEvent, KafkaUnavailable
-from audit_common.kafka_producer import RecoveringProducer, idempotent_producer
+from audit_common.kafka_producer import RecoveringProducer
 from consumers.cluster_stats import ClusterStats
-from consumers.dead_letters import (
-    SEND_TIMEOUT_S,
-    Letter,
-    letter_of_event,
-    letter_of_record,
-    send_letters,
-)
+from consumers.dead_letters import SEND_TIMEOUT_S, letter_of_record
 from consumers.dedupe import Deduplicator
 from consumers.events import ConsumedEvent, decode
 from consumers.health import Health
 from consumers.metrics import ConsumerMetrics
 from consumers.offsets import Offsets
+from consumers.producers import producer_for, topic_limit
 from consumers.settings import ConsumerSettings
 from consumers.sinks import Sink
-from consumers.sinks.base import EventsRefused
+from consumers.sinks.base import REPEATING, BatchRefused, failure_text
+from consumers.writing import SinkWriter
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +53,8 @@ class Runner:
     and committed), False when stopped while a batch still failed (it is not committed, so it
     will be consumed again). It raises KafkaUnavailable when Kafka cannot be reached at start
     and ConfigError for unreadable TLS files; retriable errors of the sink are retried, never
-    raised, and any other error propagates without committing. It keeps ``health`` (served by
+    raised; an event that fails alone is dead-lettered (``_retry`` says when); ConfigError
+    propagates without committing. It keeps ``health`` (served by
     ``consumers.metrics.MetricsServer``) told of its progress and of where it is.
     """
 
@@ -75,6 +71,7 @@ class Runner:
         self._dedupe = Deduplicator(settings.dedupe_window)
         self._consumer: AIOKafkaConsumer | None = None
         self._offsets: Offsets | None = None
+        self._writer = SinkWriter(sink, settings.dead_letter_topic, metrics, self._clusters)
 
     def stop(self) -> None:
         """Ask ``run()`` to finish the batch in hand and return; safe from a signal handler."""
@@ -93,11 +90,7 @@ class Runner:
             heartbeat_interval_ms=max(100, session_ms // 3),
             **kafka,
         )
-        producer = RecoveringProducer(
-            idempotent_producer(self.settings.kafka, self.settings.client_id),
-            name="dead-letter producer",
-            close_timeout=SEND_TIMEOUT_S,
-        )
+        producer: RecoveringProducer | None = None
         self._consumer = consumer
         self._offsets = offsets = Offsets(consumer, self.metrics, self.health)
         leave_by: float | None = None
@@ -106,6 +99,15 @@ class Runner:
             if not await self._retry("open", "open the sink", self.sink.open):
                 return False
             self.health.starting("connecting to Kafka")
+            limit = await topic_limit(
+                self.settings.kafka, self.settings.dead_letter_topic, self.settings.client_id
+            )
+            self._writer.letter_limit = limit
+            producer = RecoveringProducer(
+                partial(producer_for, self.settings.kafka, self.settings.client_id, limit),
+                name="dead-letter producer",
+                close_timeout=SEND_TIMEOUT_S,
+            )
             await self._start(consumer, producer)
             self.health.starting(f"waiting for topic {self.settings.topic}")
             if not await self._wait_for_topic(consumer):
@@ -127,7 +129,8 @@ class Runner:
                 leave_by = asyncio.get_running_loop().time() + self.settings.shutdown_grace
             await asyncio.gather(
                 self._before(leave_by, self._leave_group(consumer, offsets), "leave the group"),
-                producer.stop(),  # nothing is left to send: it returns at once, Kafka up or not
+                # Nothing is left to send: it returns at once, Kafka up or not.
+                *([producer.stop()] if producer is not None else []),
             )
             await self.sink.close()
             log.info("stopped")
@@ -242,62 +245,44 @@ class Runner:
             self.metrics.deduplicated.inc(len(passed) - len(fresh))
             if undecodable:
                 letters = [letter_of_record(record, reason) for record, reason in undecodable]
-                send = partial(self._dead_letter, producer, letters)
+                send = partial(self._writer.dead_letter, producer, letters)
                 if not await self._retry("dead-letter", "send to the dead-letter topic", send):
                     return False
             if fresh:
-                write = partial(self._write, producer, fresh)
-                if not await self._retry("sink", "write to the sink", write):
+                write = partial(self._writer.write, producer, fresh)
+                one_by_one = partial(self._writer.write_one_by_one, producer, fresh)
+                if not await self._retry("sink", "write to the sink", write, one_by_one):
                     return False
             for tp, tp_records in batches.items():
                 self._offsets.mark_flushed(tp, tp_records[-1].offset + 1)
             return True
 
-    async def _write(self, producer: RecoveringProducer, events: Sequence[ConsumedEvent]) -> None:
-        """Write and flush ``events``; those the sink refuses for good go to the dead letters."""
-        started = time.monotonic()
-        await self.sink.write(events)
-        written = events
-        try:
-            await self.sink.flush()
-        except EventsRefused as exc:
-            letters = [
-                letter_of_event(event, reason, self.sink.name) for event, reason in exc.refused
-            ]
-            await self._dead_letter(producer, letters)
-            self.metrics.refused.inc(len(letters))
-            # By position, not identity: a sink may refuse the cleaned copy it made of an event.
-            refused = {(event.topic, event.partition, event.offset) for event, _ in exc.refused}
-            written = [e for e in events if (e.topic, e.partition, e.offset) not in refused]
-        self.metrics.write_seconds.observe(time.monotonic() - started)
-        self.metrics.written.inc(len(written))
-        self._clusters.written(written)
-
-    async def _dead_letter(self, producer: RecoveringProducer, letters: Sequence[Letter]) -> None:
-        """Send ``letters`` to the dead-letter topic and await acks; raises KafkaUnavailable."""
-        await send_letters(producer, self.settings.dead_letter_topic, letters)
-        self.metrics.dead_lettered.inc(len(letters))
-        log.warning(
-            "sent %d messages to %s: %s",
-            len(letters),
-            self.settings.dead_letter_topic,
-            letters[0].reason,
-        )
-
     async def _retry(
-        self, operation: str, what: str, action: Callable[[], Awaitable[None]]
+        self,
+        operation: str,
+        what: str,
+        action: Callable[[], Awaitable[None]],
+        one_by_one: Callable[[], Awaitable[None]] | None = None,
     ) -> bool:
         """Run ``action`` until it succeeds (True) or a stop request comes while it fails (False).
 
-        Retriable project errors are retried with exponential backoff; anything else
-        propagates, so the process exits without committing what failed.
+        Retriable project errors are retried with exponential backoff. With ``one_by_one`` (the
+        batch's events written one at a time), a batch the sink refuses for good
+        (``BatchRefused``), an exception that repeats for an event (``REPEATING``) and, after
+        ``--max-attempts`` tries, any other exception the sink did not expect switch to it, so
+        that no event can stop the group. Other errors (ConfigError) propagate, and the process
+        exits without committing what failed.
         """
         delay = self.settings.retry_backoff
-        failures = 0
+        failures = unexpected = 0
         while True:
             try:
                 await action()
             except AuditRelayError as exc:
+                if isinstance(exc, BatchRefused) and one_by_one is not None:
+                    log.warning("%s; writing the batch's events one by one", exc)
+                    action, one_by_one = one_by_one, None
+                    continue
                 if not exc.retriable:
                     raise
                 failures += 1
@@ -309,9 +294,35 @@ class Runner:
                 log.warning(
                     "cannot %s (failure %d, next try in %.1fs): %s", what, failures, delay, exc
                 )
+            except Exception as exc:
+                if one_by_one is None:
+                    raise
+                unexpected += 1
+                self.metrics.unexpected.inc()
+                attempts = self.settings.max_attempts
+                if isinstance(exc, REPEATING) or unexpected >= attempts:
+                    log.error(
+                        "the %s sink failed %d time(s) on a batch with %s; writing its events "
+                        "one by one to dead-letter those that fail alone",
+                        self.sink.name,
+                        unexpected,
+                        failure_text(exc),
+                        exc_info=exc,
+                    )
+                    action, one_by_one = one_by_one, None
+                    continue
+                self.health.waiting(f"unable to {what} ({unexpected} unexpected errors): {exc}")
+                log.warning(
+                    "cannot %s (unexpected error %d of %d, next try in %.1fs): %s",
+                    what,
+                    unexpected,
+                    attempts,
+                    delay,
+                    failure_text(exc),
+                )
             else:
-                if failures:
-                    log.info("could %s after %d failures", what, failures)
+                if failures or unexpected:
+                    log.info("could %s after %d failures", what, failures + unexpected)
                 return True
             if self._offsets is not None:
                 self._offsets.update_lag()

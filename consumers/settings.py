@@ -7,6 +7,7 @@ its own flags (``Sink.add_arguments``) and builds itself from them (``Sink.from_
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +23,15 @@ from consumers.sinks import SINKS, Sink
 from consumers.sinks.output import add_output_arguments
 
 ENV_PREFIX = "AUDIT_CONSUMER"
+USAGE = """audit-consumer --sink NAME [flags]
+       audit-consumer query [flags]                   (audit-consumer query --help)
+       audit-consumer rules test [flags] EVENTS_FILE  (audit-consumer rules test --help)"""
+SUBCOMMANDS = """subcommands:
+  query        who did what to which object, when: read the store of --sink postgres
+  rules test   evaluate detection rules (Falco's language) on files of audit events
+"""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,7 @@ class ConsumerSettings:
     shutdown_grace: float = 20.0
     retry_backoff: float = 0.5
     retry_backoff_max: float = 30.0
+    max_attempts: int = 5
     dedupe_window: int = 10000
     event_filter: EventFilter = field(default_factory=EventFilter)
     metrics_listen: tuple[str, int] | None = None
@@ -55,6 +66,8 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
             "sink. Offsets are committed only after the sink has durably written a batch "
             "(at least once); run one replica per partition at most."
         ),
+        usage=USAGE,
+        epilog=SUBCOMMANDS,
         env_prefix=ENV_PREFIX,
         environ=environ,
     )
@@ -65,7 +78,7 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
     add(
         "--dead-letter-topic",
         default="k8s-audit.dead-letter",
-        help="Kafka topic for messages that cannot be decoded",
+        help="Kafka topic for messages that cannot be decoded and events the sink cannot write",
     )
     add("--client-id", default="audit-consumer", help="Kafka client id, shown in broker logs")
     add(
@@ -100,6 +113,14 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
         type=positive_float,
         default=30.0,
         help="longest wait between retries of a failing sink",
+    )
+    add(
+        "--max-attempts",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="tries of a batch that fails with an error the sink did not expect before its "
+        "events are written one by one and those failing alone are dead-lettered",
     )
     add(
         "--include",
@@ -162,7 +183,17 @@ def build_settings(
     """
     args: argparse.Namespace = build_parser(environ).parse_args(argv)
     if args.sink is None:
-        raise ConfigError(f"--sink is required: one of {', '.join(sorted(SINKS))}")
+        raise ConfigError(
+            f"--sink is required: one of {', '.join(sorted(SINKS))}; or a subcommand: query, "
+            "rules test (audit-consumer --help)"
+        )
+    if (args.include or args.exclude) and args.group is None:
+        log.warning(
+            "filters under the default group audit-%s: this run commits that group's offsets, "
+            "and the events it filters out are skipped for the group too; try filters with "
+            "--group NAME (a group of their own)",
+            args.sink,
+        )
     if args.dedupe_window < 0:
         raise ConfigError(f"--dedupe-window must be 0 or more, got {args.dedupe_window}")
     if args.retry_backoff_max < args.retry_backoff:
@@ -180,6 +211,7 @@ def build_settings(
         shutdown_grace=args.shutdown_grace,
         retry_backoff=args.retry_backoff,
         retry_backoff_max=args.retry_backoff_max,
+        max_attempts=args.max_attempts,
         dedupe_window=args.dedupe_window,
         event_filter=EventFilter.parse(args.include, args.exclude),
         metrics_listen=args.metrics_listen,

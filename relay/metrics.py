@@ -127,6 +127,12 @@ class RelayMetrics:
             "that arrived together (group commit)",
             registry=registry,
         )
+        self.spool_corrupt_bytes = Counter(
+            "relay_spool_corrupt_bytes",
+            "Damaged bytes of spool segments skipped (a frame whose length or checksum is wrong); "
+            "the frames around them are replayed",
+            registry=registry,
+        )
         self.spool_bytes = Gauge(
             "relay_spool_bytes",
             "Bytes held by the disk spool",
@@ -153,7 +159,8 @@ class RelayMetrics:
         )
         self.bytes_in_flight = Gauge(
             "relay_request_bytes_in_flight",
-            "Request bytes held by webhook requests being handled",
+            "Bytes held by webhook requests being handled: their bodies and the records built of "
+            "them (--max-inflight-bytes)",
             multiprocess_mode="livesum",
             registry=registry,
         )

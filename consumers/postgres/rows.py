@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -65,16 +66,18 @@ def _storable_text(value: Any) -> Any:
 
 
 def storable(event: ConsumedEvent) -> ConsumedEvent:
-    """``event`` for the columns: NULs dropped and lone surrogates replaced by U+FFFD, which
-    PostgreSQL text cannot hold.
+    """``event`` for the columns: NULs dropped and lone surrogates replaced by U+FFFD in the
+    top-level fields the columns read, which PostgreSQL text cannot hold.
 
     A request URI or object name with ``%00`` would otherwise fail its batch on every retry.
-    The event itself is stored as received, in ``event_text`` when jsonb cannot take it.
+    Only those fields are cleaned, never the whole event: re-encoding an event nested deeper
+    than orjson writes (255) raised TypeError on every retry. The event itself is stored as
+    received, in ``event_text`` when jsonb cannot take it. Raises RecursionError for top-level
+    fields nested deeper than Python goes (the sink dead-letters that event).
     """
     if _UNSTORABLE_ESCAPE.search(event.raw) is None:
         return event
-    cleaned = _storable_text(event.data)
-    return event if cleaned == event.data else event.with_data(cleaned)
+    return dataclasses.replace(event, top=_storable_text(event.top))
 
 
 def row(event: ConsumedEvent) -> Row:
@@ -82,10 +85,11 @@ def row(event: ConsumedEvent) -> Row:
 
     The event goes to the jsonb column, or, when it holds an escape jsonb refuses (``\\u0000``,
     a lone surrogate), to ``event_text``; ``as_text`` moves it there for any other reason.
+    Raises what ``storable`` raises.
     """
     columns = storable(event)
     received = parse_timestamp(columns.request_received_timestamp)
-    object_ref = columns.data.get("objectRef")
+    object_ref = columns.top.get("objectRef")
     api_group = object_ref.get("apiGroup") if isinstance(object_ref, Mapping) else None
     text = event.raw.decode("utf-8")
     jsonb = columns is event

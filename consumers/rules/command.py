@@ -9,7 +9,9 @@ file cannot be read.
 from __future__ import annotations
 
 import argparse
+import gzip
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +22,9 @@ from audit_common.errors import ConfigError
 from consumers.event_json import whole
 from consumers.rules.options import PRIORITY_NAMES, RULES_HELP, load, priority_arg
 from consumers.rules.ruleset import Priority, RuleSet
+
+GZIP_MAGIC = b"\x1f\x8b"
+EventsStream = IO[bytes] | gzip.GzipFile
 
 
 class EventsFileError(ConfigError):
@@ -90,7 +95,7 @@ def _events_of(document: Any, where: str) -> Iterator[Mapping[str, Any]]:
         yield item
 
 
-def read_events(name: str, stream: IO[bytes]) -> Iterator[Mapping[str, Any]]:
+def read_events(name: str, stream: EventsStream) -> Iterator[Mapping[str, Any]]:
     """The events of one file, read as it goes: JSON lines (each an Event or an EventList), or
     one document over several lines (its first line is no JSON value by itself).
 
@@ -103,12 +108,25 @@ def read_events(name: str, stream: IO[bytes]) -> Iterator[Mapping[str, Any]]:
         try:
             document = whole(line)
         except (ValueError, RecursionError) as exc:
+            if not _is_utf8(line):
+                raise EventsFileError(
+                    f"{name} line {number}: not text (bytes that are not UTF-8): not an audit "
+                    "log, or compressed other than with gzip"
+                ) from exc
             if not first or not line.lstrip().startswith((b"{", b"[")):
                 raise EventsFileError(f"{name} line {number}: not JSON: {exc}") from exc
             yield from _events_of(_document(name, line + stream.read()), name)
             return
         first = False
         yield from _events_of(document, f"{name} line {number}")
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _document(name: str, data: bytes) -> Any:
@@ -118,11 +136,17 @@ def _document(name: str, data: bytes) -> Any:
         raise EventsFileError(f"{name}: not JSON: {exc}") from exc
 
 
-def _open(name: str, stdin: BinaryIO) -> IO[bytes]:
+def _open(name: str, stdin: BinaryIO) -> EventsStream:
+    """The events file ``name`` (``-``: stdin), decompressed when it is gzip (by its magic
+    bytes, whatever its name: rotated audit logs are ``audit-...log.gz``)."""
     if name == "-":
-        return stdin
+        peek = getattr(stdin, "peek", None)
+        is_gzip = peek is not None and peek(2)[:2] == GZIP_MAGIC
+        return gzip.GzipFile(fileobj=stdin, mode="rb") if is_gzip else stdin
     try:
-        return Path(name).open("rb")
+        with Path(name).open("rb") as file:
+            is_gzip = file.read(2) == GZIP_MAGIC
+        return gzip.open(name, "rb") if is_gzip else Path(name).open("rb")
     except OSError as exc:
         raise EventsFileError(f"cannot read {name}: {exc.strerror or exc}") from exc
 
@@ -142,7 +166,11 @@ def run_test(
                 for alert in rules.evaluate(event):
                     by_rule[alert.rule] += 1
                     out.write(alert.to_json() + b"\n")
-        except OSError as exc:
+        except EOFError as exc:  # a gzip file cut short
+            raise EventsFileError(f"cannot read {name}: the gzip data ends early") from exc
+        except zlib.error as exc:
+            raise EventsFileError(f"cannot read {name}: corrupt gzip data: {exc}") from exc
+        except OSError as exc:  # gzip.BadGzipFile among them
             raise EventsFileError(f"cannot read {name}: {exc.strerror or exc}") from exc
         finally:
             if stream is not stdin:

@@ -9,6 +9,7 @@ drops an event without one, so here these fields are ``<NA>`` for such an event)
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -54,7 +55,16 @@ def _value(arg: Arg) -> Extract:
 def _obj(event: Mapping[str, Any]) -> list[Value]:
     # The json plugin indents the event with Go's json.Indent(data, "", "  "): the same layout
     # as orjson's two-space indent, "key": value, one member per line.
-    return [orjson.dumps(event, option=orjson.OPT_INDENT_2).decode()]
+    try:
+        return [orjson.dumps(event, option=orjson.OPT_INDENT_2).decode()]
+    except orjson.JSONEncodeError:
+        pass  # nested deeper than orjson writes (255), or integers beyond 64 bits
+    try:
+        # Each member read with [], which decodes a member the alerts sink kept as text.
+        members = {key: event[key] for key in event}
+        return [json.dumps(members, indent=2, ensure_ascii=False)]
+    except (RecursionError, TypeError, ValueError):
+        return []  # deeper than Python writes: the field is not available
 
 
 @lru_cache(maxsize=1024)

@@ -84,19 +84,29 @@ class Reader:
     index: int = 0
 
     def read(self, path: Path) -> None:
+        """Read one rules file, as Falco's loader (``rule_loader::reader::read``) does: every
+        YAML document of it in turn (``---`` separates them); an empty document, or one of
+        comments only, holds nothing; a document is a list of items, and a null item (``-``
+        alone on a line, as in falcosecurity's k8saudit rules 0.6.0) is skipped. Items are
+        numbered from 1 through the whole file. Raises RulesError."""
         try:
-            document = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+            documents = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=_Loader))
         except OSError as exc:
             raise RulesError(f"{path}: cannot read the rules file: {exc}") from exc
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise RulesError(f"{path}: not valid YAML: {exc}") from exc
-        if document is None:
-            return
-        if not isinstance(document, list):
-            raise RulesError(f"{path}: a rules file is a YAML list of items")
-        for position, item in enumerate(document, 1):
-            self.index += 1
-            self._item(str(path), position, item)
+        position = 0
+        for document in documents:
+            if document is None:
+                continue
+            if not isinstance(document, list):
+                raise RulesError(f"{path}: a rules file is a YAML list of items")
+            for item in document:
+                position += 1
+                if item is None:
+                    continue
+                self.index += 1
+                self._item(str(path), position, item)
 
     def _item(self, file: str, position: int, item: Any) -> None:
         if not isinstance(item, dict):

@@ -3,6 +3,7 @@ JSON output format. Re-exported by ``consumers.rules.ruleset``, which evaluates 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from consumers.rules.bounds import cut_text, cut_value
 from consumers.rules.compile import Evaluator
 from consumers.rules.output import OutputFormat
 
@@ -73,6 +75,20 @@ class Alert:
     tags: tuple[str, ...]
     output_fields: Mapping[str, Any]
     hostname: str = ""
+    truncated: bool = False  # a value was cut (``consumers.rules.bounds``); not in the JSON
+
+    def bounded_json(self, max_bytes: int) -> tuple[bytes, bool]:
+        """``to_json`` within ``max_bytes`` where it can be: when over, ``output`` and each value
+        of ``output_fields`` are cut to an equal share (``bounds``); and whether it was cut.
+        Called by the alerts sink for every alert."""
+        body = self.to_json()
+        if len(body) <= max_bytes:
+            return body, False
+        # Characters, not bytes: a share of characters is up to 4 bytes in UTF-8.
+        share = max(16, max_bytes // (4 * (len(self.output_fields) + 2)))
+        output, _ = cut_text(self.output, share)
+        fields = {key: cut_value(value, share)[0] for key, value in self.output_fields.items()}
+        return dataclasses.replace(self, output=output, output_fields=fields).to_json(), True
 
     def to_json(self) -> bytes:
         """Falco's ``json_output`` object: keys sorted as Falco's JSON library writes them,

@@ -14,12 +14,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+from consumers.rules.bounds import cut_text, cut_value
 from consumers.rules.fields import BoundField, Value
 from consumers.rules.fields_jevt import stage_time_ns
 
-__all__ = ["OutputFormat", "event_time_ns", "format_time"]
+__all__ = ["OutputFormat", "Rendered", "event_time_ns", "format_time"]
 
 _TOKEN = re.compile(r"%(\d*)([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)(?:\[([^\]]*)\])?")
 _NS = 1_000_000_000
@@ -41,6 +42,14 @@ def _text(value: Value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+class Rendered(NamedTuple):
+    """An alert's ``output`` text and ``output_fields``; ``cut`` when a value was cut."""
+
+    output: str
+    fields: dict[str, Any]
+    cut: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +79,19 @@ class OutputFormat:
         return cls(tuple(part for part in parts if part != ""))
 
     def render(
-        self, event: Mapping[str, Any], cache: dict[str, list[Value]], time_ns: int, label: str
-    ) -> tuple[str, dict[str, Any]]:
+        self,
+        event: Mapping[str, Any],
+        cache: dict[str, list[Value]],
+        time_ns: int,
+        label: str,
+        field_max: int | None = None,
+    ) -> Rendered:
         """The alert's ``output`` text and ``output_fields`` for ``event`` at ``time_ns``, for a
-        rule of priority ``label``, reusing the values already extracted into ``cache``."""
+        rule of priority ``label``, reusing the values already extracted into ``cache``; with
+        ``field_max``, each value cut to about that many characters in both (``bounds``)."""
         pieces = [format_time(time_ns)[11:29], ": ", label, " "]
         fields: dict[str, Any] = {"evt.time": time_ns}
+        cut = False
         for part in self.parts:
             if isinstance(part, str):
                 pieces.append(part)
@@ -93,5 +109,9 @@ class OutputFormat:
             else:
                 text = _text(values[0])
                 fields[field.text] = values[0]
+            if field_max is not None:
+                text, text_cut = cut_text(text, field_max)
+                fields[field.text], value_cut = cut_value(fields[field.text], field_max)
+                cut = cut or text_cut or value_cut
             pieces.append(text.ljust(width)[:width] if width else text)
-        return "".join(pieces), fields
+        return Rendered("".join(pieces), fields, cut)

@@ -86,9 +86,10 @@ class RuleSet:
         """How many rules of other sources were skipped."""
         return sum(self.skipped_sources.values())
 
-    def evaluate(self, event: Mapping[str, Any]) -> list[Alert]:
+    def evaluate(self, event: Mapping[str, Any], field_max: int | None = None) -> list[Alert]:
         """The alerts of the rules matching ``event`` (a decoded audit event), in file order;
-        called by the alerts sink and ``rules test`` for every event. Never raises: a rule that
+        called by the alerts sink and ``rules test`` for every event. ``field_max`` caps each
+        substituted value (``OutputFormat.render``). Never raises: a rule that
         fails on an odd event shape does not match. An event without a usable
         ``stageTimestamp`` matches nothing, as the k8saudit plugin drops it."""
         cache: FieldCache = {}
@@ -105,13 +106,21 @@ class RuleSet:
                     if time_ns is None:
                         return []
                     time = format_time(time_ns)
-                output, fields = rule.output.render(event, cache, time_ns, rule.priority.label)
+                rendered = rule.output.render(event, cache, time_ns, rule.priority.label, field_max)
             except Exception:  # any event shape: a rule that cannot read it does not match
                 log.debug("rule %r failed on an event", rule.name, exc_info=True)
                 continue
             alerts.append(
                 Alert(
-                    time, rule.name, rule.priority, output, SOURCE, rule.tags, fields, self.hostname
+                    time,
+                    rule.name,
+                    rule.priority,
+                    rendered.output,
+                    SOURCE,
+                    rule.tags,
+                    rendered.fields,
+                    self.hostname,
+                    rendered.cut,
                 )
             )
         return alerts

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import abc
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar, Self, TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -35,16 +35,22 @@ class Sink(abc.ABC):
     - ``close()`` once at shutdown, after the last ``flush``; also after a failed ``open``.
       ``open`` and ``close`` are idempotent; ``async with sink:`` opens and closes.
 
-    Failures: ``open``, ``write`` and ``flush`` raise ``audit_common.errors.SinkError``
-    (translate foreign exceptions with ``raise SinkError(...) from exc``). The runner then
-    retries the same batch, ``write`` then ``flush``, with exponential backoff until it
-    succeeds; it never skips a batch. A destination that refuses some events of a batch for good
-    (a document its mapping rejects, a value its column cannot hold) while it took the rest:
-    ``flush`` raises ``EventsRefused`` naming them, once the rest is durable; the runner sends
-    those to the dead-letter topic, with the sink and the reason in headers, and commits the
-    batch. A retry may deliver events the sink already has: delivery is at least once, so a sink
-    that can be idempotent (a unique key) should be. Reconnecting after a failure is the sink's
-    job, inside ``write``/``flush``.
+    Failures are of two kinds. Temporary ones (the network, a server or database down, 5xx or
+    429): ``open``, ``write`` and ``flush`` raise ``audit_common.errors.SinkError`` (translate
+    foreign exceptions with ``raise SinkError(...) from exc``), and the runner retries the same
+    batch, ``write`` then ``flush``, with exponential backoff until it succeeds. Failures that
+    repeat for one event (it cannot be encoded, the destination refuses its value, it is too
+    large for the destination): ``write`` (for what it builds itself, with ``build_each``) or
+    ``flush`` (for what the destination refused, once the rest is durable) raises
+    ``EventsRefused`` naming those events; the runner sends them to the dead-letter topic, with
+    the sink and the reason in headers, and commits the batch. ``BatchRefused`` says the
+    destination refused the batch for good without saying which event: the runner then writes
+    the events one by one. Any other exception is one the sink did not expect: the runner
+    tries the batch again ``--max-attempts`` times, then one event at a time, and dead-letters
+    the events that still fail, with the exception's text. A retry may deliver events the sink
+    already has: delivery is at least once, so a sink that can be idempotent (a unique key)
+    should be. Reconnecting after a failure is the sink's job, inside ``write``/``flush``; a
+    failed ``write`` or ``flush`` leaves nothing of its batch buffered.
 
     Options: ``add_arguments`` declares the sink's own flags on the program's parser, named
     after the sink (``--csv-columns``, ``--postgres-dsn``); each gets an ``AUDIT_CONSUMER_*``
@@ -98,10 +104,56 @@ class Sink(abc.ABC):
 
 class EventsRefused(SinkError):
     """Raised by ``Sink.flush`` when the destination took the batch but refused ``refused`` (each
-    event with the destination's reason) for good; sending them again will not help."""
+    event with the destination's reason) for good, or by ``Sink.write`` for the events it could
+    not build a record of (``build_each``) once it wrote the others; sending them again will
+    not help."""
 
     retriable = False
 
     def __init__(self, refused: Sequence[tuple[ConsumedEvent, str]]) -> None:
         super().__init__(f"{len(refused)} events refused for good, the first: {refused[0][1]}")
         self.refused = list(refused)
+
+
+class BatchRefused(SinkError):
+    """Raised by ``Sink.flush`` when the destination refused the whole batch for good (a 400 or
+    413 for the request) without naming an event: the runner writes the events one at a time,
+    and dead-letters each one the destination refuses alone."""
+
+    retriable = False
+
+
+# What encoding one event raises every time it is tried: bad text (UnicodeError), nesting
+# deeper than a library or Python goes (RecursionError; orjson's recursion limit and a value
+# it cannot write are a TypeError), a number out of range (OverflowError, ValueError).
+REPEATING: tuple[type[Exception], ...] = (
+    UnicodeError,
+    RecursionError,
+    TypeError,
+    ValueError,
+    OverflowError,
+)
+
+Built = TypeVar("Built")
+
+
+def failure_text(exc: BaseException) -> str:
+    """An exception as a dead letter's ``reason`` says it: its type and its message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def build_each(
+    events: Sequence[ConsumedEvent], build: Callable[[ConsumedEvent], Built]
+) -> tuple[list[tuple[ConsumedEvent, Built]], list[tuple[ConsumedEvent, str]]]:
+    """``build`` applied to each event, apart: what it built for each event it could, and each
+    event it raised a ``REPEATING`` exception for, with the reason. Called by sinks in
+    ``write``, which write the built ones and then raise ``EventsRefused`` for the others."""
+    built: list[tuple[ConsumedEvent, Built]] = []
+    refused: list[tuple[ConsumedEvent, str]] = []
+    for event in events:
+        try:
+            built.append((event, build(event)))
+        except REPEATING as exc:
+            refused.append((event, f"cannot encode the event: {failure_text(exc)}"))
+    return built, refused

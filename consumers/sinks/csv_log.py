@@ -1,7 +1,8 @@
 """``--sink csv``: one CSV row per event, the columns of the original webhook example by default.
 
 Rows are quoted as RFC 4180 says (request URIs and authorization reasons hold commas and
-quotes) and end with a line feed; only rows go to the output, logs go to stderr.
+quotes, names and user names line feeds and carriage returns, which the apiserver
+percent-decodes) and end with a line feed; only rows go to the output, logs go to stderr.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Self
 from audit_common.errors import ConfigError
 from audit_common.options import EnvArgumentParser
 from consumers.events import ConsumedEvent
-from consumers.sinks.base import Sink
+from consumers.sinks.base import EventsRefused, Sink, build_each
 from consumers.sinks.output import OutputSettings, OutputStream, output_from_args
 
 Field = Callable[[ConsumedEvent], str | None]
@@ -84,8 +85,8 @@ class CsvLogSink(Sink):
     def __init__(self, settings: CsvSettings) -> None:
         self.settings = settings
         self._fields = [COLUMNS[name] for name in settings.columns]
-        header = self._encode([list(settings.columns)]) if settings.header else b""
-        self._stream = OutputStream(settings.output, header=header)
+        header = self._encode(list(settings.columns)) if settings.header else b""
+        self._stream = OutputStream(settings.output, header=header, quote=b'"')
 
     @classmethod
     def add_arguments(cls, parser: EnvArgumentParser) -> None:
@@ -118,21 +119,24 @@ class CsvLogSink(Sink):
         cells = (field(event) for field in self._fields)
         return [missing if cell is None else cell for cell in cells]
 
-    def _encode(self, rows: Sequence[list[str]]) -> bytes:
+    def _encode(self, row: list[str]) -> bytes:
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        prefix = self.settings.prefix
-        for row in rows:
-            buffer.write(prefix)
-            writer.writerow(row)
+        # The csv module quotes a cell holding a character of the line terminator: "\r\n"
+        # has it quote carriage returns as well as line feeds; the row then ends with "\n".
+        csv.writer(buffer, lineterminator="\r\n").writerow(row)
+        text = self.settings.prefix + buffer.getvalue()[:-2] + "\n"
         # A lone surrogate (a JSON escape that is no Unicode character) as that escape.
-        return buffer.getvalue().encode("utf-8", "backslashreplace")
+        return text.encode("utf-8", "backslashreplace")
 
     async def open(self) -> None:
         await self._stream.open()
 
     async def write(self, events: Sequence[ConsumedEvent]) -> None:
-        await self._stream.write([self._encode([self.row(event)]) for event in events])
+        """Append the rows; raises EventsRefused after that for events without one."""
+        built, refused = build_each(events, lambda event: self._encode(self.row(event)))
+        await self._stream.write([record for _, record in built])
+        if refused:
+            raise EventsRefused(refused)
 
     async def flush(self) -> None:
         await self._stream.flush()

@@ -6,7 +6,6 @@ header) when the message had one, since a SIEM fed by many clusters must tell th
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,10 +41,11 @@ def document(event: ConsumedEvent, **extra: str | None) -> bytes:
 
 
 def document_id(event: ConsumedEvent) -> str:
-    """The same for every copy of an event, so a re-sent batch creates nothing twice."""
-    key = "\0".join((event.cluster or "", event.audit_id, event.stage or ""))
-    key += "\0" + (event.stage_timestamp or "")
-    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+    """The event's digest (SHA-256 of the value as published), after its cluster: the key the
+    postgres sink and the deduplicator use. Every copy of an event has it, so a re-sent batch
+    creates nothing twice; two distinct events sharing auditID, stage and stageTimestamp
+    (clients set ``Audit-ID`` themselves) have different ones and are both kept."""
+    return f"{event.cluster or ''}:{event.digest.hex()}"
 
 
 def _ndjson(events: Sequence[ConsumedEvent], options: BodyOptions) -> bytes:

@@ -3,8 +3,10 @@
 ``flush`` returns only after a 2xx, so the runner commits no offset for a batch the server has
 not taken. 5xx, 408, 429 and connection failures raise SinkError: the runner retries the batch
 with exponential backoff, and the next POST waits for the server's ``Retry-After`` first.
-Other answers (401, 403, 413, 3xx, a mapping error) raise ConfigError: the consumer stops,
-with nothing committed, until an operator fixes the URL, credentials or batch size.
+400, 413 and 422 refuse the body itself (an event too large, a value the server will not
+take) and raise BatchRefused: the runner posts the events one at a time and dead-letters each
+one refused alone. Other answers (401, 403, 404, 3xx) raise ConfigError: the consumer stops,
+with nothing committed, until an operator fixes the URL or credentials.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from audit_common.errors import ConfigError, SinkError
 from audit_common.options import EnvArgumentParser, positive_float
 from audit_common.secrets import read_secret_file
 from consumers.events import ConsumedEvent
-from consumers.sinks.base import EventsRefused, Sink
+from consumers.sinks.base import BatchRefused, EventsRefused, Sink
 from consumers.sinks.http_formats import (
     CONTENT_TYPES,
     FORMATS,
@@ -40,6 +42,8 @@ from consumers.sinks.http_formats import (
 log = logging.getLogger(__name__)
 
 RETRIABLE_STATUSES = frozenset({408, 429})  # and every 5xx
+# The server refuses this body itself; sent again it is refused again.
+REFUSED_STATUSES = frozenset({400, 413, 422})
 _DEFAULT_SCHEMES = {"splunk-hec": "Splunk"}
 
 
@@ -79,7 +83,7 @@ class HttpForwardSink(Sink):
     """Buffers on ``write``; ``flush`` sends the buffer as one POST and returns after a 2xx.
 
     A failed flush drops the buffer: the runner writes the same batch again. Elasticsearch
-    documents get ids made from the event's key, so a batch sent twice is stored once.
+    documents get ids made from the event's digest, so a batch sent twice is stored once.
     """
 
     name = "http"
@@ -126,6 +130,13 @@ class HttpForwardSink(Sink):
             raise ConfigError(f"--http-url must be an http:// or https:// URL, got {url.scheme}:")
         if args.http_token_file and args.http_basic_user:
             raise ConfigError("--http-token-file and --http-basic-user exclude each other")
+        if url.user is not None and (args.http_token_file or args.http_basic_user):
+            # aiohttp would refuse the POST (two Authorization sources) mid-run.
+            given = "--http-token-file" if args.http_token_file else "--http-basic-user"
+            raise ConfigError(
+                f"--http-url carries credentials (user@host) and {given} gives others: "
+                "keep one (the file keeps the secret out of the URL)"
+            )
         if (args.http_cert_file is None) != (args.http_key_file is None):
             raise ConfigError("--http-cert-file and --http-key-file go together")
         authorization = None
@@ -139,7 +150,7 @@ class HttpForwardSink(Sink):
             password = read_secret_file(args.http_basic_password_file, "--http-basic-password-file")
             credentials = f"{args.http_basic_user}:{password}".encode()
             authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
-        return cls(
+        sink = cls(
             HttpSettings(
                 url=args.http_url,
                 format=args.http_format,
@@ -153,6 +164,8 @@ class HttpForwardSink(Sink):
                 authorization=authorization,
             )
         )
+        sink._ssl_context()  # TLS files that cannot be loaded stop the start, not the first POST
+        return sink
 
     def _ssl_context(self) -> ssl.SSLContext:
         try:
@@ -217,8 +230,8 @@ class HttpForwardSink(Sink):
                 self._not_before = time.monotonic() + delay
                 message += f" (Retry-After: next POST in {delay:.0f}s at the earliest)"
             raise SinkError(message)
-        if status == 413:
-            message += " (lower --max-batch)"
+        if status in REFUSED_STATUSES:
+            raise BatchRefused(message)
         raise ConfigError(message)
 
     async def close(self) -> None:

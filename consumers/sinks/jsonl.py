@@ -9,7 +9,7 @@ from typing import Self
 import orjson
 
 from consumers.events import ConsumedEvent
-from consumers.sinks.base import Sink
+from consumers.sinks.base import EventsRefused, Sink, build_each
 from consumers.sinks.output import OutputSettings, OutputStream, output_from_args
 
 
@@ -38,7 +38,11 @@ class JsonLinesSink(Sink):
         await self._stream.open()
 
     async def write(self, events: Sequence[ConsumedEvent]) -> None:
-        await self._stream.write([self.line(event) for event in events])
+        """Append the lines; raises EventsRefused after that for events without one."""
+        built, refused = build_each(events, self.line)
+        await self._stream.write([line for _, line in built])
+        if refused:
+            raise EventsRefused(refused)
 
     async def flush(self) -> None:
         await self._stream.flush()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import stat
 import sys
 from collections.abc import Callable, Sequence
@@ -18,6 +19,8 @@ from pathlib import Path
 from audit_common.errors import ConfigError, SinkError
 from audit_common.files import append, fsync_dir, write_all
 from audit_common.options import EnvArgumentParser, positive_int
+
+_WINDOW = 65536
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,19 @@ def add_output_arguments(parser: EnvArgumentParser) -> None:
 
 
 def output_from_args(args: argparse.Namespace) -> OutputSettings:
-    """Raises ConfigError when rotation is asked for without a file."""
+    """Raises ConfigError when rotation is asked for without a file, or when ``--output`` names
+    a directory or a file in a directory that does not exist: found at start, before the
+    consumer joins its group, not as a sink failure retried without end."""
     path = Path(args.output) if args.output and args.output != "-" else None
     if args.rotate_bytes is not None and path is None:
         raise ConfigError("--rotate-bytes needs --output FILE: stdout cannot be rotated")
     if args.keep < 0:
         raise ConfigError(f"--keep must be 0 or more, got {args.keep}")
+    if path is not None:
+        if path.is_dir():
+            raise ConfigError(f"--output {path} is a directory; name a file in it")
+        if not path.parent.is_dir():
+            raise ConfigError(f"--output {path}: directory {path.parent} does not exist")
     return OutputSettings(path, args.rotate_bytes, args.keep)
 
 
@@ -62,13 +72,17 @@ class OutputStream:
     """Appends whole records (lines) to stdout or a file; ``flush`` makes them durable.
 
     Owned by one sink, which calls ``open`` / ``write`` / ``flush`` / ``close`` in that order.
-    ``header`` is written at the start of every new or empty file (and once on stdout). All
-    methods raise SinkError on an OSError.
+    ``header`` is written at the start of every new or empty file (and once on stdout);
+    ``quote`` is the quote character of records that may hold line feeds inside quotes (CSV).
+    All methods raise SinkError on an OSError.
     """
 
-    def __init__(self, settings: OutputSettings, header: bytes = b"") -> None:
+    def __init__(
+        self, settings: OutputSettings, header: bytes = b"", quote: bytes | None = None
+    ) -> None:
         self.settings = settings
         self.header = header
+        self.quote = quote
         self._fd: int | None = None
         self._size = 0
         self._fsync = False
@@ -107,21 +121,20 @@ class OutputStream:
         if self._size == 0:
             self._write_raw(self.header)
 
-    @staticmethod
-    def _drop_partial_record(fd: int) -> int:
-        """Cut a record left half-written by a crash; it was never committed, so it comes again."""
+    def _drop_partial_record(self, fd: int) -> int:
+        """Cut a record left half-written by a crash; it was never committed, so it comes again.
+
+        A record ends with a line feed; with ``quote`` (CSV), only with one outside quotes, as
+        RFC 4180 reads it: a name may hold line feeds, and every quote character of whole
+        records comes in pairs, so the line feeds that end records are those with an even count
+        of quotes before them.
+        """
         size = os.fstat(fd).st_size
-        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        if size == 0:
             return size
-        end = size
-        while end > 0:
-            start = max(0, end - 65536)
-            newline = os.pread(fd, end - start, start).rfind(b"\n")
-            if newline >= 0:
-                end = start + newline + 1
-                break
-            end = start
-        os.ftruncate(fd, end)
+        end = _last_record_end(fd, size, self.quote)
+        if end < size:
+            os.ftruncate(fd, end)
         return end
 
     def _write(self, records: Sequence[bytes]) -> None:
@@ -176,3 +189,41 @@ class OutputStream:
         if fd is not None and self.settings.path is not None:
             os.close(fd)
         self._size = 0
+
+
+def _last_record_end(fd: int, size: int, quote: bytes | None) -> int:
+    """The offset just past the last whole record of the file ``fd`` of ``size`` bytes: after
+    its last line feed, or with ``quote`` its last line feed outside quotes; 0 when none."""
+    end = size
+    while end > 0:
+        start = max(0, end - _WINDOW)
+        window = os.pread(fd, end - start, start)
+        if quote is None:
+            found = window.rfind(b"\n")
+            if found >= 0:
+                return start + found + 1
+        else:
+            # The quotes before the window say whether it starts inside quotes.
+            inside = _count(fd, start, quote) % 2 == 1
+            last = -1
+            for match in re.finditer(re.escape(quote) + b"|\n", window):
+                if match[0] == quote:
+                    inside = not inside
+                elif not inside:
+                    last = match.start()
+            if last >= 0:
+                return start + last + 1
+        end = start
+    return 0
+
+
+def _count(fd: int, end: int, byte: bytes) -> int:
+    """How many times ``byte`` occurs in the first ``end`` bytes of ``fd``."""
+    count = offset = 0
+    while offset < end:
+        chunk = os.pread(fd, min(1 << 20, end - offset), offset)
+        if not chunk:
+            break
+        count += chunk.count(byte)
+        offset += len(chunk)
+    return count

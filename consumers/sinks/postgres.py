@@ -30,7 +30,7 @@ from consumers.postgres.connection import (
 from consumers.postgres.migrate import migrate
 from consumers.postgres.retention import Retention, RetentionSettings
 from consumers.postgres.rows import COLUMNS, Row, as_text, jsonb_event, row
-from consumers.sinks.base import EventsRefused, Sink
+from consumers.sinks.base import EventsRefused, Sink, build_each
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ INSERT = (
     f"INSERT INTO audit_events ({_COLUMNS}) SELECT {_COLUMNS} FROM {STAGING} ORDER BY position "
     "ON CONFLICT (cluster, event_digest) DO NOTHING"
 )
+
+
+# What the database answers, every time, to a value it will not store: SQLSTATE class 22 (a
+# value a type refuses) and 54 (a program limit: a name or user too long for an index entry).
+REFUSED_VALUES = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
 
 
 @dataclass(frozen=True)
@@ -129,7 +134,11 @@ class PostgresSink(Sink):
         log.info("writing to PostgreSQL at %s", connection.target)
 
     async def write(self, events: Sequence[ConsumedEvent]) -> None:
-        self._pending.extend((event, row(event)) for event in events)
+        """Buffer the rows; raises EventsRefused after that for events without one."""
+        built, refused = build_each(events, row)
+        self._pending.extend(built)
+        if refused:
+            raise EventsRefused(refused)
 
     async def flush(self) -> None:
         """Insert what was written in one transaction. Raises SinkError, or EventsRefused once
@@ -144,13 +153,13 @@ class PostgresSink(Sink):
             async with self._pool.acquire() as session:
                 try:
                     status = await _insert(session, rows)
-                except asyncpg.DataError:
+                except REFUSED_VALUES:
                     # jsonb refuses some valid JSON (an escape that is no Unicode character, a
                     # number beyond numeric's range): those events are kept as text instead.
                     rows = [await _jsonb_or_text(session, values) for values in rows]
                     try:
                         status = await _insert(session, rows)
-                    except asyncpg.DataError:
+                    except REFUSED_VALUES:
                         # Another value it will never take: row by row, to refuse only it.
                         status, refused = await _insert_each(session, pending, rows)
         except POSTGRES_ERRORS as exc:
@@ -200,7 +209,7 @@ async def _insert_each(
     for (event, _), values in zip(pending, rows, strict=True):
         try:
             status = await _insert(session, [values])
-        except asyncpg.DataError as exc:
+        except REFUSED_VALUES as exc:
             refused.append((event, f"PostgreSQL refused the row: {exc}"))
         else:
             inserted += int(status.rpartition(" ")[2])

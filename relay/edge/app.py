@@ -22,9 +22,11 @@ from audit_common.errors import (
     UnsupportedEncoding,
 )
 from relay.edge.auth import CLUSTER
+from relay.edge.backpressure import RESERVATION
 from relay.edge.body import read_body
 from relay.edge.offload import Offload
-from relay.events.build import Batch, EventTransform, MayTransform, build_batch, dead_letter
+from relay.events.build import Batch, EventTransform, MayTransform, build_batch
+from relay.events.dead_letters import dead_letter
 from relay.events.records import OutboundRecord
 from relay.events.split import split
 from relay.kafka.publisher import KafkaPublisher
@@ -38,6 +40,10 @@ RETRY_AFTER_SECONDS = "5"
 # Bodies up to this size are split and built on the event loop: a thread hop costs more than the
 # few events they hold; a larger body goes to ``Offload``'s threads, not to stall the worker.
 INLINE_BODY_BYTES = 256 * 1024
+
+
+def _hold_nothing(count: int, value_bytes: int) -> None:
+    """Where no in-flight bound is installed (an app built for a test)."""
 
 
 def status_for(error: AuditRelayError) -> int:
@@ -100,7 +106,9 @@ class WebhookHandler:
         size = sum(len(chunk) for chunk in chunks)
         self.metrics.request_bytes.inc(size)
         cluster = request.get(CLUSTER, self.settings.cluster)
-        records = functools.partial(self.records, chunks, cluster)
+        reservation = request.get(RESERVATION)
+        hold = reservation.records if reservation is not None else _hold_nothing
+        records = functools.partial(self.records, chunks, cluster, hold)
         items, batch, refused = (
             await self.offload.run(records) if size > INLINE_BODY_BYTES else records()
         )
@@ -122,13 +130,18 @@ class WebhookHandler:
             )
         return web.json_response({"accepted": batch.accepted, "deadLettered": batch.dead_lettered})
 
-    def records(self, chunks: list[bytes], cluster: str) -> tuple[int, Batch, BadRequest | None]:
+    def records(
+        self, chunks: list[bytes], cluster: str, hold: Callable[[int, int], None]
+    ) -> tuple[int, Batch, BadRequest | None]:
         """The number of items in the body of ``chunks`` and the records built of them; or, for
         a body that is no EventList or Event, the dead letter keeping it and why it is none.
 
         Called by ``receive``, on the event loop for a small body and in an ``Offload`` thread
         for a large one: it touches nothing of the loop's (``publisher.fits`` only compresses,
-        the redactor keeps no state). Empties ``chunks``, so that the body is held only once.
+        the redactor keeps no state, ``hold`` takes a lock). Empties ``chunks``, so that the
+        body is held only once. ``hold`` counts the records before they are built (their number
+        and the bytes their values copy) in the in-flight bound (``relay.edge.backpressure``),
+        and raises PayloadTooLarge or Overloaded when they do not fit.
         """
         body = b"".join(chunks)
         chunks.clear()
@@ -137,7 +150,12 @@ class WebhookHandler:
             items, api_version = split(body)
         except BadRequest as exc:
             # Keep what was sent, so that a sender's bug loses nothing; 503 if even that fails.
-            return 0, Batch([dead_letter(body, str(exc), cluster, limit)], dead_lettered=1), exc
+            # While redaction is on, only what identifies it: the redactor read none of it, and
+            # a batch holding a Secret's creation would put its values on the dead-letter topic.
+            withhold = self.settings.redaction.enabled
+            letter = dead_letter(body, str(exc), cluster, limit, withhold=withhold)
+            return 0, Batch([letter], dead_lettered=1), exc
+        hold(len(items), len(body))
         batch = build_batch(
             items,
             api_version,

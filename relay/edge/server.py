@@ -72,6 +72,7 @@ async def serve(settings: RelaySettings, stop: asyncio.Event, *, reuse_port: boo
             app,
             access_log=None,
             shutdown_timeout=settings.shutdown_grace,
+            auto_decompress=False,  # relay.edge.body decodes, to answer a bad encoding in JSON
             **settings.limits.runner_kwargs(),
         )
         await runner.setup()

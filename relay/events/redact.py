@@ -9,14 +9,20 @@ answerable, but without the key nothing about a value can be learned or brute-fo
 Where secrets are looked for, in ``requestObject`` and ``responseObject``:
 - the object itself, the ``items`` of a list, the ``rows[].object`` of a Table and the
   ``object`` of a WatchEvent, when the event's ``objectRef.resource`` is redacted (``secrets``
-  plus ``--redact-resource``) or the object's own ``kind`` is ``Secret``;
+  plus ``--redact-resource``);
+- any object whose own ``kind`` is ``Secret`` (or a token kind), at any depth: in a List of
+  Lists, a custom resource's template, a patch;
 - the ``kubectl.kubernetes.io/last-applied-configuration`` annotation of such an object (a JSON
-  string holding the object again);
+  string holding the object again), and that of any object whose annotation may hold one;
 - PATCH bodies: merge and strategic-merge patches are objects and are handled as above; JSON
   patches are arrays of operations whose ``value`` is redacted when the ``path`` reaches the
   contents, the annotation, or the whole object;
 - any body of a redacted resource that is neither an object nor an array (a raw body the
   apiserver could not decode) is replaced as a whole.
+
+What the redactor cannot read it cannot clear: ``relay.events.clearance.clear``, which the item
+builder calls for each item it parses, says so, and the builder then withholds the item's bytes
+from the dead letter it makes of it (``relay.events.dead_letters``) rather than publish them.
 """
 
 from __future__ import annotations
@@ -167,35 +173,62 @@ class Redactor:
         secret_context = resource in self._resources and not subresource
         if secret_context or (resource, subresource) in _TOKEN_RESOURCES:
             return True
-        return any(
-            any(name in body for name in _KIND_NAMES) or _LETTER_ESCAPE.search(body) is not None
-            for body in bodies
-        )
+        return any(_may_hold_secret(body) for body in bodies)
 
     def _body(
         self, event: dict[str, Any], name: str, secret_context: bool, token_kind: str | None
     ) -> bool:
         body = event[name]
+        if isinstance(body, str):
+            return bool(secret_context or token_kind) and self._replace(event, name)
+        cleared: set[int] = set()  # the objects whose contents are markers already
         changed = False
         if isinstance(body, dict):
+            # Where the objectRef tells the kind: objects of a typed list carry none.
             for candidate in _objects_in(body):
-                if secret_context or candidate.get("kind") == "Secret":
-                    changed |= self._secret(candidate)
-                kind = candidate.get("kind")
-                own_kind = kind if isinstance(kind, str) and kind in _TOKEN_KINDS else None
-                changed |= self._token(candidate, own_kind or token_kind)
+                if secret_context:
+                    changed |= self._secret(candidate, cleared)
+                if token_kind and candidate.get("kind") not in _TOKEN_KINDS:
+                    changed |= self._token(candidate, token_kind)
         elif isinstance(body, list):
             for op in body:
-                changed |= self._patch_op(op, secret_context)
-        elif (secret_context or token_kind) and isinstance(body, str):
-            changed = self._replace(event, name)
+                changed |= self._patch_op(op, secret_context, cleared)
+        return self._anywhere(body, cleared) or changed
+
+    def _anywhere(self, root: Any, cleared: set[int]) -> bool:
+        """Redact every object of kind Secret or token within ``root``, at any depth, and the
+        last-applied-configuration annotation of any object that may hold one.
+
+        A loop over a stack, not recursion: a patch body may be nested as deep as its parser
+        reads (orjson: 1,024 levels).
+        """
+        changed = False
+        stack = [root]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, list):
+                stack.extend(value)
+                continue
+            if not isinstance(value, dict):
+                continue
+            kind = value.get("kind")
+            if kind == "Secret":
+                changed |= self._secret(value, cleared)
+            elif isinstance(kind, str) and kind in _TOKEN_KINDS:
+                changed |= self._token(value, kind)
+            elif id(value) not in cleared:
+                changed |= self._applied_anywhere(value)
+            stack.extend(value.values())
         return changed
 
     def _replace(self, holder: dict[str, Any], name: str) -> bool:
         holder[name] = self.marker(holder[name])
         return True
 
-    def _secret(self, obj: dict[str, Any]) -> bool:
+    def _secret(self, obj: dict[str, Any], cleared: set[int]) -> bool:
+        if id(obj) in cleared:
+            return False
+        cleared.add(id(obj))
         changed = False
         for name in _CONTENTS:
             if name in obj:
@@ -225,23 +258,40 @@ class Redactor:
     def _annotations(self, annotations: dict[str, Any]) -> bool:
         return LAST_APPLIED in annotations and self._last_applied(annotations, LAST_APPLIED)
 
-    def _last_applied(self, holder: dict[str, Any], name: str) -> bool:
-        """Redact the object held, as a JSON string, in ``holder[name]``."""
+    def _applied_anywhere(self, obj: dict[str, Any]) -> bool:
+        """Redact the Secrets in the last-applied-configuration of an object that is none (a
+        custom resource may embed a Secret's template), when its text may hold one."""
+        metadata = obj.get("metadata")
+        annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+        if not isinstance(annotations, dict):
+            return False
+        text = annotations.get(LAST_APPLIED)
+        if not isinstance(text, str) or not _may_hold_secret(text.encode("utf-8", "replace")):
+            return False
+        return self._last_applied(annotations, LAST_APPLIED, as_secret=False)
+
+    def _last_applied(self, holder: dict[str, Any], name: str, *, as_secret: bool = True) -> bool:
+        """Redact the object held, as a JSON string, in ``holder[name]``: as a Secret (it is the
+        annotation of one), and the Secrets and tokens within it at any depth. What cannot be
+        read or written again is replaced whole."""
         text = holder[name]
         if text is None:
             return False
         try:
             applied = orjson.loads(text) if isinstance(text, str) else None
         except orjson.JSONDecodeError:
-            applied = None
-        if not isinstance(applied, dict):
             return self._replace(holder, name)
-        if not self._secret(applied):
+        if as_secret and not isinstance(applied, dict):
+            return self._replace(holder, name)
+        cleared: set[int] = set()
+        changed = isinstance(applied, dict) and as_secret and self._secret(applied, cleared)
+        if not self._anywhere(applied, cleared) and not changed:
             return False
         try:
             encoded = orjson.dumps(applied).decode()
         except orjson.JSONEncodeError:  # nested deeper than orjson writes (255), read up to 1024
             return self._replace(holder, name)
+        assert isinstance(text, str)
         holder[name] = encoded + ("\n" if text.endswith("\n") else "")
         return True
 
@@ -254,21 +304,20 @@ class Redactor:
             return self._replace(section, field_name)
         return False
 
-    def _patch_op(self, op: Any, secret_context: bool) -> bool:
-        """Redact the value of one JSON patch operation (RFC 6902) that writes secret parts."""
-        if not isinstance(op, dict) or op.get("value") is None:
+    def _patch_op(self, op: Any, secret_context: bool, cleared: set[int]) -> bool:
+        """Redact the value of one JSON patch operation (RFC 6902) that writes secret parts of
+        a redacted resource (a Secret written anywhere is ``_anywhere``'s)."""
+        if not secret_context or not isinstance(op, dict) or op.get("value") is None:
             return False
         value = op["value"]
-        if isinstance(value, dict) and value.get("kind") == "Secret":
-            return self._secret(value)
-        if not secret_context:
-            return False
         path = op.get("path")
         parts = _pointer(path) if isinstance(path, str) else None
         if parts is None:  # nothing tells what this operation writes
             return self._replace(op, "value")
         if not parts:  # the whole object
-            return self._secret(value) if isinstance(value, dict) else self._replace(op, "value")
+            if isinstance(value, dict):
+                return self._secret(value, cleared)
+            return self._replace(op, "value")
         if parts[0] in _CONTENTS:
             return self._contents(op, "value") if len(parts) == 1 else self._replace(op, "value")
         if parts == ["metadata"] and isinstance(value, dict):
@@ -278,6 +327,11 @@ class Redactor:
         if parts == ["metadata", "annotations", LAST_APPLIED]:
             return self._last_applied(op, "value")
         return False
+
+
+def _may_hold_secret(text: bytes) -> bool:
+    """Whether JSON ``text`` may hold an object of kind Secret or token."""
+    return any(name in text for name in _KIND_NAMES) or _LETTER_ESCAPE.search(text) is not None
 
 
 def _objects_in(body: dict[str, Any]) -> Iterator[dict[str, Any]]:

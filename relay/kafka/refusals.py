@@ -15,7 +15,7 @@ is said in one place for every producer: ``audit_common.kafka_producer.refused_f
 from __future__ import annotations
 
 from audit_common.headers import CLUSTER
-from relay.events.build import dead_letter
+from relay.events.dead_letters import dead_letter
 from relay.events.records import DEAD_LETTER, OutboundRecord
 
 

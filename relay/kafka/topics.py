@@ -1,4 +1,5 @@
-"""The relay's topics: created when missing, and checked that an acknowledgement means replicated.
+"""The relay's topics: created when missing (``audit_common.kafka_topics``), and checked that an
+acknowledgement means replicated.
 
 With ``acks=all`` a broker acknowledges a record once every in-sync replica has it; with a
 replication factor of 1, or ``min.insync.replicas`` of 1, that can be one broker, and a 200
@@ -13,44 +14,17 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
+
+from audit_common.kafka_topics import MIN_INSYNC, ensure_topics, min_insync_replicas
+
+__all__ = ["ensure_topics", "min_insync_replicas", "warn_if_not_replicated"]
 
 log = logging.getLogger(__name__)
 
-MIN_INSYNC = "min.insync.replicas"
 _DESCRIBE_TRIES = 10
 _DESCRIBE_PAUSE_S = 0.2
-
-
-def min_insync_replicas(replication_factor: int) -> int:
-    """What the relay sets on a topic it creates: 2 where there are two replicas to require."""
-    return min(2, replication_factor)
-
-
-async def ensure_topics(
-    admin: AIOKafkaAdminClient, names: Iterable[str], partitions: int, replication_factor: int
-) -> None:
-    """Create those of ``names`` that do not exist. Raises KafkaError."""
-    existing = set(await admin.list_topics())
-    config = {MIN_INSYNC: str(min_insync_replicas(replication_factor))}
-    for name in names:
-        if name in existing:
-            continue
-        try:
-            topic = NewTopic(name, partitions, replication_factor, topic_configs=config)
-            await admin.create_topics([topic])
-            log.info(
-                "created topic %s: %d partitions, replication factor %d, %s %s",
-                name,
-                partitions,
-                replication_factor,
-                MIN_INSYNC,
-                config[MIN_INSYNC],
-            )
-        except TopicAlreadyExistsError:
-            pass  # another worker or relay created it first
 
 
 async def warn_if_not_replicated(admin: AIOKafkaAdminClient, names: Iterable[str]) -> None:

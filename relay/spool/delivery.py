@@ -68,6 +68,7 @@ class Delivery(AsyncResource):
         self._last_status_log = 0.0
         self._replayed_counted = 0
         self._commits_counted = 0
+        self._corrupt_bytes_counted = 0
         self.left_on_spool = 0
 
     async def start(self) -> None:
@@ -173,6 +174,8 @@ class Delivery(AsyncResource):
         self._replayed_counted = stats.replayed_events
         metrics.spool_commits.inc(stats.commits - self._commits_counted)
         self._commits_counted = stats.commits
+        metrics.spool_corrupt_bytes.inc(stats.corrupt_bytes - self._corrupt_bytes_counted)
+        self._corrupt_bytes_counted = stats.corrupt_bytes
 
     def _log_status(self) -> None:
         assert self.spool is not None

@@ -31,13 +31,15 @@ _MAX_WORKER_DIRS = 4096
 
 @dataclass
 class Segment:
-    """An append-only file of frames; ``acked`` bytes at its head are already in Kafka."""
+    """An append-only file of frames; ``acked`` bytes at its head are already in Kafka;
+    ``damaged`` holds the (start, end) offsets of the damaged ranges already counted."""
 
     path: Path
     size: int = 0
     events: int = 0
     oldest_ms: int | None = None
     acked: int = 0
+    damaged: set[tuple[int, int]] = field(default_factory=set)
 
     @property
     def seq(self) -> int:
@@ -46,11 +48,13 @@ class Segment:
 
 @dataclass
 class SpoolDir:
-    """A claimed worker directory and its segments, oldest first; the lock is held until release."""
+    """A claimed worker directory and its segments, oldest first; the lock is held until release.
+    ``corrupt_bytes`` counts the damaged bytes its recovery skipped."""
 
     path: Path
     lock_fd: int
     segments: deque[Segment] = field(default_factory=deque)
+    corrupt_bytes: int = 0
 
     def next_segment_path(self) -> Path:
         last = max((segment.seq for segment in self.segments), default=0)
@@ -101,23 +105,38 @@ def try_claim(path: Path) -> SpoolDir | None:
         os.close(fd)
         return None
     try:
-        return SpoolDir(path, fd, deque(_recover(path)))
+        segments, corrupt_bytes = _recover(path)
+        return SpoolDir(path, fd, deque(segments), corrupt_bytes)
     except BaseException:
         os.close(fd)
         raise
 
 
-def _recover(path: Path) -> list[Segment]:
-    """Scan each segment left in ``path``: cut torn tails, delete empty ones, count the rest."""
+def _recover(path: Path) -> tuple[list[Segment], int]:
+    """Scan each segment left in ``path``: skip damaged frames, cut torn tails, delete empty
+    segments, count the rest. Returns the segments and the damaged bytes skipped."""
     segments = []
+    corrupt_bytes = 0
     for segment_path in sorted(path.glob(f"*{SEGMENT_SUFFIX}")):
         data = segment_path.read_bytes()
         segment = Segment(segment_path)
-        for body, end in frames.frames(data):
+        scan = frames.Scan()
+        for body, _ in frames.frames(data, scan):
             if segment.oldest_ms is None:
                 segment.oldest_ms = frames.spooled_ms(body)
             segment.events += 1
-            segment.size = end
+        segment.size = scan.end
+        segment.damaged.update(scan.skipped)
+        if scan.skipped:
+            # The frames around them were written and fsynced: only the damaged ones are lost.
+            corrupt_bytes += scan.skipped_bytes
+            log.error(
+                "spool segment %s: skipped %d damaged bytes (%s), kept %d records",
+                segment_path,
+                scan.skipped_bytes,
+                ", ".join(f"{start}-{end}" for start, end in scan.skipped),
+                segment.events,
+            )
         if segment.size < len(data):
             # Only the last append can be cut short, and it was never acknowledged.
             log.warning(
@@ -140,7 +159,7 @@ def _recover(path: Path) -> list[Segment]:
             len(segments),
             sum(s.events for s in segments),
         )
-    return segments
+    return segments, corrupt_bytes
 
 
 def create_segment(path: Path) -> int:

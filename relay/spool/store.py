@@ -59,6 +59,7 @@ class SpoolStats:
     replayed_events: int
     replay_rate: float
     commits: int
+    corrupt_bytes: int = 0
 
 
 @dataclass(eq=False)
@@ -100,6 +101,7 @@ class Spool(AsyncResource):
         self._unwritten = 0
         self._writer: asyncio.Task[None] | None = None
         self._commits = 0
+        self._corrupt_bytes = 0
         self._replayed = 0
         self._recent: deque[tuple[float, int]] = deque()
 
@@ -107,6 +109,7 @@ class Spool(AsyncResource):
         """Claim a worker directory and recover what it holds. Raises ConfigError."""
         if self._home is None:
             self._home = await asyncio.to_thread(claim_home, self.root)
+            self._corrupt_bytes += self._home.corrupt_bytes
             log.info("spool %s claimed (%s)", self._home.path, self._describe())
 
     async def stop(self) -> None:
@@ -243,6 +246,7 @@ class Spool(AsyncResource):
             replayed_events=self._replayed,
             replay_rate=sum(count for _, count in self._recent) / _RATE_WINDOW_S,
             commits=self._commits,
+            corrupt_bytes=self._corrupt_bytes,
         )
 
     def _describe(self) -> str:
@@ -274,6 +278,7 @@ class Spool(AsyncResource):
                 continue
             if claimed is not None:
                 self._adopted.append(claimed)
+                self._corrupt_bytes += claimed.corrupt_bytes
                 log.info("spool %s adopted from a stopped worker", path)
 
     async def _next_segment(self) -> tuple[SpoolDir, Segment] | None:
@@ -291,20 +296,20 @@ class Spool(AsyncResource):
     async def _replay_segment(self, segment: Segment, publish: Publish, probe: bool) -> int:
         data = await asyncio.to_thread(_read_from, segment.path, segment.acked)
         items: list[frames.SpooledRecord] = []
-        valid_end = 0
-        for body, end in frames.frames(data):
-            valid_end = end
+        scan = frames.Scan()
+        for body, end in frames.frames(data, scan):
             try:
                 items.append(frames.decode(body, segment.acked + end))
             except frames.CorruptFrame as exc:
                 segment.events -= 1
                 log.error("spool segment %s: skipping an unreadable record: %s", segment.path, exc)
-        if valid_end < len(data):
+        self._count_damage(segment, scan)
+        if scan.end < len(data):
             log.error(
                 "spool segment %s: %d unreadable bytes at offset %d dropped",
                 segment.path,
-                len(data) - valid_end,
-                segment.acked + valid_end,
+                len(data) - scan.end,
+                segment.acked + scan.end,
             )
         start = batch_bytes = 0
         for index, item in enumerate(items, 1):
@@ -314,6 +319,21 @@ class Spool(AsyncResource):
                 self._acknowledged(segment, items[start:index], items[index : index + 1])
                 start, batch_bytes, probe = index, 0, False
         return len(items)
+
+    def _count_damage(self, segment: Segment, scan: frames.Scan) -> None:
+        """Count and log the damaged ranges ``scan`` skipped in ``segment`` (read from its
+        ``acked`` offset) that its recovery had not: damage done since, as to the active one."""
+        found = {(segment.acked + start, segment.acked + end) for start, end in scan.skipped}
+        new = sorted(found - segment.damaged)
+        if new:
+            segment.damaged.update(new)
+            self._corrupt_bytes += sum(end - start for start, end in new)
+            log.error(
+                "spool segment %s: skipped %d damaged bytes (%s)",
+                segment.path,
+                sum(end - start for start, end in new),
+                ", ".join(f"{start}-{end}" for start, end in new),
+            )
 
     def _acknowledged(
         self,

@@ -4,12 +4,14 @@ dead-letter and alerts producers, tested each in its own package) rely on."""
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import pytest
 
 from audit_common.errors import KafkaUnavailable
 from audit_common.kafka_connection import KafkaConnection
-from audit_common.kafka_producer import KafkaRecord, RecoveringProducer, idempotent_producer
+from audit_common.kafka_producer import KafkaRecord, RecoveringProducer
+from consumers.producers import producer_for
 from tests.support.kafka import create_topic, read_topic, unique_topic
 from tests.support.net import unused_port
 
@@ -17,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def recovering(bootstrap: str) -> RecoveringProducer:
-    make = idempotent_producer(KafkaConnection(bootstrap=bootstrap), "test")
+    make = partial(producer_for, KafkaConnection(bootstrap=bootstrap), "test", 1 << 20)
     return RecoveringProducer(make, name="test producer", close_timeout=10)
 
 

@@ -1,82 +1,32 @@
-"""The consumers' dead-letter producer against a real broker: a failed batch gives its producer
-up and the letters not acknowledged go out on a new one (``audit_common.kafka_producer``)."""
+"""Dead letters too large for their topic are cut, as the relay cuts its own."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import hashlib
 
-import pytest
+from consumers.dead_letters import Letter, cut
 
-from audit_common.errors import KafkaUnavailable
-from audit_common.kafka_connection import KafkaConnection
-from audit_common.kafka_producer import RecoveringProducer, idempotent_producer
-from consumers.dead_letters import SEND_TIMEOUT_S, Letter, send_letters
-from tests.support.kafka import LocalBroker, create_topic, read_topic, unique_topic
-
-pytestmark = pytest.mark.integration
+LETTER = Letter(b"v" * 5000, b"key", [("cluster", b"c")], None, "k8s-audit", 2, 41, "refused")
 
 
-@asynccontextmanager
-async def dead_letter_producer(bootstrap: str) -> AsyncIterator[RecoveringProducer]:
-    """The producer as ``consumers.runner`` makes it."""
-    make = idempotent_producer(KafkaConnection(bootstrap=bootstrap), "test")
-    async with RecoveringProducer(
-        make, name="dead-letter producer", close_timeout=SEND_TIMEOUT_S
-    ) as producer:
-        yield producer
+def test_a_letter_that_fits_is_sent_as_it_is() -> None:
+    assert cut(LETTER, 1 << 20) is LETTER
 
 
-def letter(offset: int, value: bytes | None = None) -> Letter:
-    value = value if value is not None else b"not json %d" % offset
-    return Letter(value, b"key", [], None, "k8s-audit", 0, offset, "not JSON")
+def test_a_letter_too_large_keeps_its_first_bytes_its_length_and_its_digest() -> None:
+    small = cut(LETTER, 2000)
+    headers = dict(small.headers)
+    assert small.value is not None and 0 < len(small.value) < 2000
+    assert LETTER.value is not None and LETTER.value.startswith(small.value)
+    assert headers["truncated-from-bytes"] == b"5000"
+    assert headers["digest"] == hashlib.sha256(LETTER.value).hexdigest().encode()
+    assert (small.reason, small.topic, small.partition, small.offset) == (
+        "refused",
+        "k8s-audit",
+        2,
+        41,
+    )
 
 
-async def test_a_letter_the_broker_refuses_leaves_every_other_acknowledged(
-    kafka_bootstrap: str,
-) -> None:
-    """One partition: the broker refuses the batch of the large letter, then answers
-    OUT_OF_ORDER_SEQUENCE_NUMBER to the batches after it on that producer. Those go out again
-    on a new producer; the large one is reported refused (the runner keeps its batch)."""
-    topic = unique_topic("dead-letters")
-    await create_topic(kafka_bootstrap, topic, config={"max.message.bytes": "4000"})
-    letters = [letter(i, os.urandom(3000).hex().encode() if i == 30 else None) for i in range(61)]
-    async with dead_letter_producer(kafka_bootstrap) as producer:
-        with pytest.raises(KafkaUnavailable, match=r"refused a letter.*MessageSizeTooLarge"):
-            await send_letters(producer, topic, letters)
-        await send_letters(producer, topic, [letter(61)])  # the next batch: a working producer
-    delivered = await read_topic(kafka_bootstrap, topic, 61, contract=False)
-    expected = [b"not json %d" % i for i in range(62) if i != 30]
-    assert sorted(m.value for m in delivered) == sorted(expected)
-
-
-async def test_a_broker_restart_while_letters_are_in_flight_loses_none(
-    broker_factory: Callable[[], LocalBroker],
-) -> None:
-    """The broker stops (controlled shutdown) and starts while batches of letters are sent; a
-    batch that fails is sent again, as ``Runner._retry`` does. Every letter arrives."""
-    broker = broker_factory()
-    topic = unique_topic("dead-letters")
-    await create_topic(broker.bootstrap, topic, 3)
-    letters = [letter(i) for i in range(5000)]
-
-    async def deliver(producer: RecoveringProducer) -> None:
-        for start in range(0, len(letters), 100):
-            while True:
-                try:
-                    await send_letters(producer, topic, letters[start : start + 100])
-                    break
-                except KafkaUnavailable:
-                    await asyncio.sleep(0.2)
-
-    async with dead_letter_producer(broker.bootstrap) as producer:
-        delivering = asyncio.create_task(deliver(producer))
-        await asyncio.sleep(0.3)  # some batches acknowledged, others in flight
-        await asyncio.to_thread(broker.stop)
-        assert not delivering.done()  # the broker went away in the middle of the delivery
-        await asyncio.to_thread(broker.start)
-        await asyncio.wait_for(delivering, timeout=180)
-    delivered = await read_topic(broker.bootstrap, topic, len(letters), timeout=60, contract=False)
-    assert {m.value for m in delivered} == {lt.value for lt in letters}
+def test_a_limit_of_nothing_keeps_the_headers_only() -> None:
+    assert cut(LETTER, 0).value == b""

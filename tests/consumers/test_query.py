@@ -128,7 +128,7 @@ async def test_filters_find_what_the_corpus_holds(
     store: str, flags: list[str], wanted: dict[str, Any]
 ) -> None:
     args = build_parser({}).parse_args(["--postgres-dsn", store, "--limit", "0", *flags])
-    records = await fetch(settings_from_args(args, NOW))
+    records, _ = await fetch(settings_from_args(args, NOW))
     stage = wanted.pop("stage", {"ResponseComplete"})
     if stage is not None:
         wanted["stage"] = stage
@@ -139,7 +139,7 @@ async def test_filters_find_what_the_corpus_holds(
 
 async def test_since_and_until_bound_the_time_and_limit_keeps_the_newest(store: str) -> None:
     args = ["--postgres-dsn", store, "--since", "2020-04-21", "--until", "2020-04-21T17:58:00Z"]
-    records = await fetch(settings_from_args(build_parser({}).parse_args(args), NOW))
+    records, _ = await fetch(settings_from_args(build_parser({}).parse_args(args), NOW))
     expected = [
         e
         for e in matching(stage={"ResponseComplete"})
@@ -148,7 +148,7 @@ async def test_since_and_until_bound_the_time_and_limit_keeps_the_newest(store: 
     assert len(expected) == 2
     assert sorted(r["audit_id"] for r in records) == sorted(e["auditID"] for e in expected)
     limited = build_parser({}).parse_args(["--postgres-dsn", store, "--limit", "1"])
-    [newest] = await fetch(settings_from_args(limited, NOW))
+    [newest], _ = await fetch(settings_from_args(limited, NOW))
     assert newest["stage_timestamp"] == max(
         datetime.fromisoformat(e["stageTimestamp"]) for e in matching(stage={"ResponseComplete"})
     )

@@ -22,7 +22,8 @@ NS = event_time_ns(EVENT)
 def render(template: str) -> tuple[str, dict[str, object]]:
     assert NS is not None
     cache: dict[str, list[Value]] = {}
-    return OutputFormat.parse(template, bind_field).render(EVENT, cache, NS, "Error")
+    text, fields, _ = OutputFormat.parse(template, bind_field).render(EVENT, cache, NS, "Error")
+    return text, fields
 
 
 def test_prefix_values_missing_values_and_lists() -> None:

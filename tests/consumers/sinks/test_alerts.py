@@ -4,6 +4,7 @@ topic is covered end to end in tests/consumers/test_alerts_end_to_end.py)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 import sys
@@ -13,9 +14,12 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import CollectorRegistry
 
 from audit_common.errors import ConfigError, RulesError, SinkError
+from audit_common.kafka_topics import max_message_bytes
 from consumers.events import ConsumedEvent, decode
 from consumers.rules.ruleset import Priority
 from consumers.settings import build_settings
@@ -24,7 +28,7 @@ from consumers.sinks.base import EventsRefused
 from tests.consumers.http_receiver import Answer, Received, Receiver
 from tests.support.corpus import corpus_file_events
 from tests.support.kafka import REPO, LocalBroker, create_topic, read_topic, unique_topic
-from tests.support.net import unused_port
+from tests.support.net import unused_port, wait_until
 
 
 def alerts_sink(*flags: str, environ: dict[str, str] | None = None) -> AlertsSink:
@@ -175,11 +179,11 @@ async def test_kafka_out_of_reach_fails_the_open_which_the_runner_retries() -> N
 
 def shells(count: int, large: int | None = None) -> list[ConsumedEvent]:
     """``count`` exec events, each by its own user (in its alert's output); the one at index
-    ``large`` by a user whose name makes its alert over 6 KB."""
+    ``large`` by a user whose name makes its alert over 6 KB, compressed too."""
     [event] = corpus_file_events("exec_pod.json")
     events = []
     for offset in range(count):
-        name = os.urandom(3000).hex() if offset == large else f"user-{offset}"
+        name = base64.b64encode(os.urandom(6000)).decode() if offset == large else f"user-{offset}"
         raw = orjson.dumps({**event, "user": {**event["user"], "username": name}})
         events.append(decode(raw, [], topic="t", partition=0, offset=offset))
     return events
@@ -189,19 +193,38 @@ def alert_users(records: Sequence[ConsumerRecord]) -> list[str]:
     return sorted(orjson.loads(r.value)["output_fields"]["ka.user.name"] for r in records)
 
 
+async def lower_limit(bootstrap: str, topic: str, limit: int) -> None:
+    """Set ``topic``'s max.message.bytes to ``limit`` and wait until the broker says so."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        config = {"max.message.bytes": str(limit)}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, config)])
+
+        async def lowered() -> bool:
+            return await max_message_bytes(admin, topic) == limit
+
+        await wait_until(lowered, timeout=30, what="the lower limit")
+    finally:
+        await admin.close()
+
+
 @pytest.mark.integration
 async def test_an_alert_kafka_refuses_refuses_its_event_and_the_rest_is_delivered(
     kafka_bootstrap: str,
 ) -> None:
-    """All alerts go to one partition: the broker refuses the batch of the large one, then
-    answers OUT_OF_ORDER_SEQUENCE_NUMBER to the batches after it on that producer. The sink
-    sends them again on a new producer; the large alert's event is refused (dead-lettered by
-    the runner), every other alert is delivered once."""
+    """All alerts go to one partition, whose limit is lowered after the sink read it: the
+    broker refuses the batch of the large alert, then answers OUT_OF_ORDER_SEQUENCE_NUMBER to
+    the batches after it on that producer. The sink sends them again on a new producer; the
+    large alert's event is refused (dead-lettered by the runner), every other alert is
+    delivered once."""
     topic = unique_topic("alerts")
-    await create_topic(kafka_bootstrap, topic, config={"max.message.bytes": "4000"})
-    sink = alerts_sink("--kafka-bootstrap", kafka_bootstrap, "--alerts-topic", topic)
+    await create_topic(kafka_bootstrap, topic)
+    sink = alerts_sink("--kafka-bootstrap", kafka_bootstrap, "--alerts-topic", topic,
+                       "--alerts-field-max-chars", "100000")  # fmt: skip
     events = shells(61, large=30)
     async with sink:
+        await lower_limit(kafka_bootstrap, topic, 4000)
         await sink.write(events)
         with pytest.raises(EventsRefused) as refused:
             await sink.flush()

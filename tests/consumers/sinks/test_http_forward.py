@@ -17,7 +17,7 @@ import trustme
 from audit_common.errors import ConfigError, SinkError
 from consumers.events import decode
 from consumers.settings import build_settings
-from consumers.sinks.base import EventsRefused
+from consumers.sinks.base import BatchRefused, EventsRefused
 from consumers.sinks.http_forward import HttpForwardSink, retry_after_seconds
 from tests.consumers.http_receiver import Answer, Receiver
 from tests.consumers.sinks.test_postgres import consumed
@@ -169,7 +169,8 @@ async def test_a_503_with_retry_after_delays_the_next_post() -> None:
         (Answer(429, {"Retry-After": "0"}), SinkError, "answered 429"),
         (Answer(500), SinkError, "answered 500"),
         (Answer(401, body=b"bad token"), ConfigError, "answered 401: bad token"),
-        (Answer(413), ConfigError, "lower --max-batch"),
+        (Answer(413), BatchRefused, "answered 413"),
+        (Answer(400, body=b"bad event"), BatchRefused, "answered 400: bad event"),
         (Answer(302, {"Location": "/elsewhere"}), ConfigError, "answered 302"),
     ],
 )

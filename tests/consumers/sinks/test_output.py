@@ -19,9 +19,12 @@ def files_of(path: Path) -> list[Path]:
 
 
 async def write_all(
-    settings: OutputSettings, batches: list[list[bytes]], header: bytes = b""
+    settings: OutputSettings,
+    batches: list[list[bytes]],
+    header: bytes = b"",
+    quote: bytes | None = None,
 ) -> None:
-    stream = OutputStream(settings, header=header)
+    stream = OutputStream(settings, header=header, quote=quote)
     await stream.open()
     for batch in batches:
         await stream.write(batch)
@@ -80,6 +83,27 @@ async def test_a_half_written_record_longer_than_the_read_window_is_cut_too(
     path.write_bytes(b'{"a":1}\n{"big":"' + b"x" * 200_000)
     await write_all(OutputSettings(path), [[b'{"c":3}\n']])
     assert path.read_bytes() == b'{"a":1}\n{"c":3}\n'
+
+
+@pytest.mark.parametrize(
+    ("kept", "torn"),
+    [
+        # Cut after a line feed inside quotes: by lines, half the row would stay.
+        (b'a,"x\ny"\n', b'b,"first\nsec'),
+        (b'a,"x\ny"\n', b'b,"first line\n'),
+        (b'a,"x\ry"\nb,"q""\n""q"\n', b'c,"""\n'),
+        (b"", b'a,"only\n'),
+        # The quotes before a long torn record, past the read window, still count.
+        (b'a,"x\ny"\n', b'b,"' + b"z\n" * 100_000),
+    ],
+)
+async def test_csv_recovery_cuts_back_to_the_last_whole_record_as_csv_reads_it(
+    tmp_path: Path, kept: bytes, torn: bytes
+) -> None:
+    path = tmp_path / "audit.csv"
+    path.write_bytes(kept + torn)
+    await write_all(OutputSettings(path), [[b"next,row\n"]], quote=b'"')
+    assert path.read_bytes() == kept + b"next,row\n"
 
 
 async def test_an_unwritable_file_is_a_sink_error(tmp_path: Path) -> None:

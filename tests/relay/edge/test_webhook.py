@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import time
 
@@ -111,17 +112,53 @@ async def test_a_stage_timestamp_a_broker_would_refuse_does_not_stamp_its_record
     ],
     ids=["garbage", "array", "other-kind", "empty", "items-not-list"],
 )
+@pytest.mark.parametrize("redaction", [True, False], ids=["redacting", "no-redact"])
 async def test_bad_body_is_400_and_kept_on_dead_letter_topic(
-    start_relay: StartRelay, http: aiohttp.ClientSession, body: bytes
+    start_relay: StartRelay, http: aiohttp.ClientSession, body: bytes, redaction: bool
 ) -> None:
-    relay = await start_relay()
+    relay = await start_relay(*([] if redaction else ["--no-redact"]))
     status, answer = await post(http, relay.url, body)
     assert status == 400
     assert answer["status"] == 400 and answer["error"]
     [record] = await read_topic(relay.bootstrap, relay.dead_letter_topic, 1)
-    assert record.value == body
-    assert dict(record.headers)["reason"].decode() == answer["error"]
+    headers = dict(record.headers)
+    assert headers["reason"].decode() == answer["error"]
+    if redaction:  # the redactor read none of it: only what identifies it is kept
+        assert headers["content-withheld"] == b"true"
+        summary = orjson.loads(record.value)
+        assert summary["size"] == len(body) and summary["reason"] == answer["error"]
+        assert summary["sha256"] == hashlib.sha256(body).hexdigest()
+    else:
+        assert record.value == body and "content-withheld" not in headers
     assert await topic_size(relay.bootstrap, relay.topic) == 0
+
+
+async def test_a_torn_batch_holding_a_secret_is_dead_lettered_without_its_values(
+    start_relay: StartRelay, http: aiohttp.ClientSession
+) -> None:
+    relay = await start_relay()
+    password = "c2VjcmV0LXBhc3N3b3JkLXRvcm4="
+    events = corpus_events()[:3]
+    secret = {
+        **events[0],
+        "auditID": "torn-secret",
+        "level": "Request",
+        "objectRef": {"resource": "secrets", "namespace": "ns", "name": "db", "apiVersion": "v1"},
+        "requestObject": {"kind": "Secret", "data": {"password": password}},
+    }
+    body = event_list([*events, secret, events[0]])[:-40]  # cut short: no item boundary after
+    status, answer = await post(http, relay.url, body)
+    assert status == 400 and "not valid JSON" in answer["error"]
+    [record] = await read_topic(relay.bootstrap, relay.dead_letter_topic, 1)
+    assert password.encode() not in record.value
+    assert dict(record.headers)["content-withheld"] == b"true"
+    summary = orjson.loads(record.value)
+    assert [item["auditID"] for item in summary["items"]] == [
+        *(event["auditID"] for event in events),
+        "torn-secret",
+        events[0]["auditID"],
+    ]
+    assert summary["items"][3]["objectRef"]["name"] == "db"
 
 
 async def test_invalid_items_are_dead_lettered_and_the_rest_accepted(

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from msgspec import Raw
 
 from relay.events.build import (
     MAX_AHEAD_MS,
@@ -19,6 +20,7 @@ from relay.events.build import (
     timestamp_ms,
 )
 from relay.events.records import DEAD_LETTER, EVENTS
+from relay.events.redact import Redactor
 from tests.support.corpus import corpus_events
 
 
@@ -146,3 +148,35 @@ def test_transform_is_applied_and_counted() -> None:
     )
     assert batch.transformed == 3
     assert all("user" not in orjson.loads(record.value) for record in batch.records)
+
+
+@pytest.mark.parametrize("redaction", [True, False])
+def test_an_item_nothing_can_read_is_withheld_while_redaction_is_on(redaction: bool) -> None:
+    secret = b"c2VjcmV0LXBhc3N3b3Jk"
+    unreadable = (
+        b'{"auditID":"deep-1","verb":"patch","objectRef":{"resource":"secrets","name":"db"},'
+        b'"requestObject":' + b'{"a":' * 5000 + b'{"data":{"password":"' + secret + b'"}}'
+        + b"}" * 5000 + b"}"
+    )  # fmt: skip
+    good = orjson.dumps(corpus_events()[0])
+    redactor = Redactor(b"k" * 32)
+    batch = build_batch(
+        [Raw(unreadable), Raw(good)],
+        "audit.k8s.io/v1",
+        "c",
+        fits=lambda *_: True,
+        dead_letter_limit=1 << 20,
+        transform=redactor.redact if redaction else None,
+        may_transform=redactor.may_redact,
+    )
+    assert (batch.accepted, batch.dead_lettered) == (1, 1)
+    dead, event = batch.records
+    assert (dead.topic, event.topic) == (DEAD_LETTER, EVENTS)
+    headers = dict(dead.headers)
+    assert headers["reason"].startswith(b"item is unreadable")
+    if redaction:
+        assert headers["content-withheld"] == b"true" and secret not in dead.value
+        summary = orjson.loads(dead.value)
+        assert summary["auditID"] == "deep-1" and summary["objectRef"]["name"] == "db"
+    else:
+        assert "content-withheld" not in headers and dead.value == unreadable

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from audit_common.errors import ConfigError
 from audit_common.options import EnvArgumentParser
+from relay.events.clearance import clear
 from relay.events.redact import (
     LAST_APPLIED,
     MARKER_PREFIX,
@@ -161,6 +162,89 @@ def test_a_secret_is_found_by_kind_whatever_the_resource() -> None:
     assert changed
     assert_no_secret(result)
     assert result["requestObject"]["items"][1]["data"] == {"a": "b"}
+
+
+def nested(value: Any, depth: int) -> Any:
+    """``value`` under ``depth`` levels of arrays and objects, parsed as the relay parses it."""
+    text = orjson.dumps(value)
+    return orjson.loads(b'[{"spec":' * (depth // 2) + text + b"}]" * (depth // 2))
+
+
+def strings_in(value: Any) -> set[str]:
+    """Every string of a parsed document, keys included, however deep it is."""
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            found.add(value)
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            found.update(value)
+            stack.extend(value.values())
+    return found
+
+
+@pytest.mark.parametrize("depth", [2, 8, 1000])
+def test_a_secret_at_any_depth_is_redacted(depth: int) -> None:
+    # A List of Lists, a custom resource embedding a Secret's template, a patch to one.
+    for name in ("requestObject", "responseObject"):
+        body = {"kind": "Widget", "spec": nested(secret_object(), depth)}
+        event = {"verb": "patch", "objectRef": {"resource": "widgets"}, name: body}
+        assert Redactor(KEY).redact(event)
+        text = "".join(strings_in(event))
+        for value in (*PLAIN.values(), *ENCODED.values()):
+            assert value not in text
+        assert MARKER_PREFIX in text
+
+
+def test_a_secret_in_another_objects_last_applied_configuration_is_redacted() -> None:
+    applied = {"kind": "Widget", "spec": {"template": nested(secret_object(), 6)}}
+    widget = {
+        "kind": "Widget",
+        "metadata": {"annotations": {LAST_APPLIED: orjson.dumps(applied).decode() + "\n"}},
+    }
+    result, changed = redacted({"objectRef": {"resource": "widgets"}, "requestObject": widget})
+    assert changed
+    assert_no_secret(result)
+    kept = result["requestObject"]["metadata"]["annotations"][LAST_APPLIED]
+    assert kept.endswith("\n") and orjson.loads(kept)["kind"] == "Widget"
+    plain = {"kind": "Widget", "metadata": {"annotations": {LAST_APPLIED: '{"kind":"Widget"}'}}}
+    event = {"objectRef": {"resource": "widgets"}, "requestObject": plain}
+    assert redacted(event) == (event, False)
+
+
+def test_a_secret_is_redacted_once_where_two_rules_find_it() -> None:
+    # By the objectRef's position and by its kind: markers of markers would hide equal values.
+    event = {"objectRef": {"resource": "secrets"}, "requestObject": secret_object()}
+    result, _ = redacted(event)
+    expected = hmac.new(KEY, ENCODED["password"].encode(), hashlib.sha256).hexdigest()
+    assert result["requestObject"]["data"]["password"] == MARKER_PREFIX + expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"auditID":"a","requestObject":' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+        b'{"auditID":"a","requestObject":{"data":{"k":"\xe9\xff"}}}',
+        b'{"auditID":"a","requestObject":{"data":',
+    ],
+    ids=["10000-deep", "not-utf8", "torn"],
+)
+def test_clear_says_what_it_cannot_read_and_that_it_must_be_withheld(raw: bytes) -> None:
+    cleared = clear(raw, Redactor(KEY).redact)
+    assert cleared.item is None and cleared.unreadable and cleared.withhold
+    without_redaction = clear(raw, None)
+    assert without_redaction.unreadable and not without_redaction.withhold
+
+
+def test_clear_parses_and_redacts_what_it_can_read() -> None:
+    raw = orjson.dumps({"objectRef": {"resource": "secrets"}, "requestObject": secret_object()})
+    cleared = clear(raw, Redactor(KEY).redact)
+    assert cleared.changed and cleared.unreadable is None
+    assert_no_secret(cleared.item)
+    assert clear(raw, None) == clear(orjson.loads(raw), None)
 
 
 def test_a_kind_that_is_not_a_string_is_no_error() -> None:
@@ -401,6 +485,26 @@ def test_a_planted_secret_value_never_survives(
         secret = {"metadata": {"annotations": {LAST_APPLIED: orjson.dumps(secret).decode()}}}
     body: dict[str, Any] = {"kind": "SecretList", "items": [secret]} if as_list else secret
     event = {"objectRef": {"resource": "secrets"}, "responseObject": body}
+    assert Redactor(KEY).redact(event)
+    serialized = orjson.dumps(event)
+    assert value.encode() not in serialized
+    assert orjson.dumps(value)[1:-1] not in serialized
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=secret_values,
+    noise=json_values,
+    path=st.lists(st.tuples(st.booleans(), st.text(max_size=6)), max_size=40),
+    resource=resources,
+)
+def test_a_planted_secret_object_never_survives_at_any_depth(
+    value: str, noise: Any, path: list[tuple[bool, str]], resource: str
+) -> None:
+    body: Any = {"kind": "Secret", "stringData": {"key": value}, "noise": noise}
+    for in_list, key in path:
+        body = [noise, body] if in_list else {key: body, "n": noise}
+    event = {"objectRef": {"resource": resource}, "requestObject": body}
     assert Redactor(KEY).redact(event)
     serialized = orjson.dumps(event)
     assert value.encode() not in serialized

@@ -16,7 +16,8 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from audit_common.errors import KafkaUnavailable
 from audit_common.kafka_connection import KafkaConnection
-from relay.events.build import dead_letter, encode_event, event_headers
+from relay.events.build import encode_event, event_headers
+from relay.events.dead_letters import dead_letter
 from relay.events.records import EVENTS, OutboundRecord
 from relay.events.split import DEFAULT_API_VERSION
 from relay.kafka.publisher import KafkaPublisher, PublisherSettings
