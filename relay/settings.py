@@ -96,6 +96,25 @@ def build_parser(environ: Mapping[str, str]) -> EnvArgumentParser:
         help="seconds to wait for Kafka's acks before answering 503 (the apiserver waits 30)",
     )
     add(
+        "--kafka-stall-after",
+        type=positive_float,
+        default=1.0,
+        help="seconds of waiting for acks before asking, over a connection of the relay's own, "
+        "whether any broker answers",
+    )
+    add(
+        "--kafka-probe-timeout",
+        type=positive_float,
+        default=1.0,
+        help="seconds a broker gets to answer one such probe",
+    )
+    add(
+        "--kafka-probe-misses",
+        type=positive_int,
+        default=3,
+        help="probes in a row left unanswered before the producer is given up as unreachable",
+    )
+    add(
         "--max-body-bytes",
         type=positive_int,
         default=64 << 20,
@@ -187,6 +206,9 @@ def build_settings(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Rel
         compression=args.compression,
         ack_timeout=args.ack_timeout,
         max_message_bytes=args.max_message_bytes,
+        stall_after=args.kafka_stall_after,
+        probe_timeout=args.kafka_probe_timeout,
+        probe_misses=args.kafka_probe_misses,
     )
     host, port = args.listen
     settings = RelaySettings(
