@@ -14,9 +14,7 @@ from msgspec import Raw
 from audit_common import json_text
 from audit_common.headers import (
     ESCAPED_BYTES,
-    EVENT_HEADERS,
-    SCHEMA_VERSION,
-    SCHEMA_VERSION_HEADER,
+    headers_of,
 )
 from relay.events import deep_items, raw_fields
 from relay.events.clearance import clear
@@ -30,7 +28,6 @@ TRUNCATED_ANNOTATION = "audit.k8s.io/truncated"
 # How far ahead of the relay's clock a stageTimestamp may be and still stamp its record: clock
 # skew between the apiserver and the relay, well inside the brokers' default hour.
 MAX_AHEAD_MS = 10 * 60 * 1000
-_VERSION = (SCHEMA_VERSION_HEADER, SCHEMA_VERSION)
 
 # Called on each valid event before it is encoded (redaction); returns whether it changed it.
 EventTransform = Callable[[dict[str, Any]], bool]
@@ -107,19 +104,6 @@ def event_headers(event: dict[str, Any], api_version: str, cluster: str) -> list
         object_ref.get("namespace"),
         user.get("username"),
     )
-
-
-def headers_of(*values: Any) -> list[tuple[str, bytes]]:
-    """The schema version, then ``values`` in the order of ``EVENT_HEADERS``, but those not a
-    non-empty str."""
-    return [
-        _VERSION,
-        *(
-            (name, value.encode())
-            for name, value in zip(EVENT_HEADERS, values, strict=True)
-            if isinstance(value, str) and value
-        ),
-    ]
 
 
 def encode_event(event: dict[str, Any], api_version: str) -> bytes:
