@@ -7,6 +7,8 @@ record's value or headers change in a way a downstream consumer must know about.
 
 from __future__ import annotations
 
+from typing import Any
+
 SCHEMA_VERSION_HEADER = "schema-version"
 SCHEMA_VERSION = b"1"
 
@@ -37,3 +39,16 @@ SINK = "sink"
 SOURCE_TOPIC = "source-topic"
 SOURCE_PARTITION = "source-partition"
 SOURCE_OFFSET = "source-offset"
+
+
+def headers_of(*values: Any) -> list[tuple[str, bytes]]:
+    """The schema version, then ``values`` in the order of ``EVENT_HEADERS``, but those not a
+    non-empty str."""
+    return [
+        (SCHEMA_VERSION_HEADER, SCHEMA_VERSION),
+        *(
+            (name, value.encode())
+            for name, value in zip(EVENT_HEADERS, values, strict=True)
+            if isinstance(value, str) and value
+        ),
+    ]

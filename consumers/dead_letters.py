@@ -8,14 +8,13 @@ SHA-256 of the whole value, hex) names it, beside the reason and where it was re
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
+from aiokafka import ConsumerRecord
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 
 from audit_common.errors import KafkaUnavailable
 from audit_common.headers import (
@@ -30,7 +29,11 @@ from audit_common.headers import (
     SOURCE_TOPIC,
     TRUNCATED_FROM_BYTES,
 )
+from audit_common.kafka_producer import KafkaRecord, RecoveringProducer
 from consumers.events import ConsumedEvent
+
+# How long one batch of letters may take to be acknowledged, producer replacements included.
+SEND_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -110,37 +113,29 @@ def cut(letter: Letter, limit: int) -> Letter:
 
 
 async def send_letters(
-    producer: AIOKafkaProducer, topic: str, letters: Sequence[Letter], limit: int
+    producer: RecoveringProducer, topic: str, letters: Sequence[Letter], limit: int
 ) -> None:
     """Send ``letters`` to ``topic``, each cut to a record of ``limit`` bytes, and await every
-    ack. A letter the topic still refuses as too large is sent again with an empty value.
-    Raises KafkaUnavailable."""
-    try:
-        refused: list[Letter] = []
-        sent: list[tuple[Letter, asyncio.Future[object]]] = []
-        for letter in letters:
-            try:
-                sent.append((letter, await _send(producer, topic, cut(letter, limit))))
-            except SIZE_ERRORS:  # the producer's own check, before sending
-                refused.append(letter)
-        results = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
-        for (letter, _), result in zip(sent, results, strict=True):
-            if isinstance(result, SIZE_ERRORS):  # the broker's answer: its limit is lower
-                refused.append(letter)
-            elif isinstance(result, BaseException):
-                raise result
-        for letter in refused:
-            await (await _send(producer, topic, cut(letter, 0)))
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"dead-letter topic: {exc}") from exc
-
-
-async def _send(producer: AIOKafkaProducer, topic: str, letter: Letter) -> asyncio.Future[object]:
-    future: asyncio.Future[object] = await producer.send(
-        topic,
-        letter.value,
-        key=letter.key,
-        headers=_headers(letter),
-        timestamp_ms=letter.timestamp,
+    ack, on a new producer after a failed batch (``audit_common.kafka_producer``). A letter the
+    topic still refuses as too large is sent again with an empty value. Raises
+    KafkaUnavailable when Kafka does not take them within SEND_TIMEOUT_S, or refuses one."""
+    results = await producer.send_all(
+        [_record(topic, cut(lt, limit)) for lt in letters], SEND_TIMEOUT_S
     )
-    return future
+    too_large = [
+        lt for lt, error in zip(letters, results, strict=True) if isinstance(error, SIZE_ERRORS)
+    ]
+    if too_large:  # the broker's limit is lower than the one read, or aiokafka's own check
+        results = [
+            *(error for error in results if not isinstance(error, SIZE_ERRORS)),
+            *await producer.send_all(
+                [_record(topic, cut(lt, 0)) for lt in too_large], SEND_TIMEOUT_S
+            ),
+        ]
+    refused = next((error for error in results if error is not None), None)
+    if refused is not None:
+        raise KafkaUnavailable(f"dead-letter topic {topic} refused a letter: {refused}")
+
+
+def _record(topic: str, letter: Letter) -> KafkaRecord:
+    return KafkaRecord(topic, letter.value, letter.key, _headers(letter), letter.timestamp)

@@ -15,7 +15,6 @@ from functools import partial
 
 from aiokafka import (
     AIOKafkaConsumer,
-    AIOKafkaProducer,
     ConsumerRebalanceListener,
     ConsumerRecord,
     TopicPartition,
@@ -23,8 +22,9 @@ from aiokafka import (
 from aiokafka.errors import InvalidSessionTimeoutError, KafkaError
 
 from audit_common.errors import AuditRelayError, ConfigError, InvalidEvent, KafkaUnavailable
+from audit_common.kafka_producer import RecoveringProducer
 from consumers.cluster_stats import ClusterStats
-from consumers.dead_letters import letter_of_record
+from consumers.dead_letters import SEND_TIMEOUT_S, letter_of_record
 from consumers.dedupe import Deduplicator
 from consumers.events import ConsumedEvent, decode
 from consumers.health import Health
@@ -90,7 +90,7 @@ class Runner:
             heartbeat_interval_ms=max(100, session_ms // 3),
             **kafka,
         )
-        producer: AIOKafkaProducer | None = None
+        producer: RecoveringProducer | None = None
         self._consumer = consumer
         self._offsets = offsets = Offsets(consumer, self.metrics, self.health)
         leave_by: float | None = None
@@ -99,11 +99,14 @@ class Runner:
             if not await self._retry("open", "open the sink", self.sink.open):
                 return False
             self.health.starting("connecting to Kafka")
-            self._letter_limit = await topic_limit(
+            limit = await topic_limit(
                 self.settings.kafka, self.settings.dead_letter_topic, self.settings.client_id
             )
-            producer = producer_for(
-                self.settings.kafka, self.settings.client_id, self._letter_limit
+            self._writer.letter_limit = limit
+            producer = RecoveringProducer(
+                partial(producer_for, self.settings.kafka, self.settings.client_id, limit),
+                name="dead-letter producer",
+                close_timeout=SEND_TIMEOUT_S,
             )
             await self._start(consumer, producer)
             self.health.starting(f"waiting for topic {self.settings.topic}")
@@ -171,13 +174,13 @@ class Runner:
                 raise
             log.warning("the Kafka consumer closed with fetches still pending")
 
-    async def _start(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+    async def _start(self, consumer: AIOKafkaConsumer, producer: RecoveringProducer) -> None:
         try:
             await consumer.start()
-            await producer.start()
         except KafkaError as exc:
             bootstrap = self.settings.kafka.bootstrap
             raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+        await producer.start()  # connects in the background
 
     async def _wait_for_topic(self, consumer: AIOKafkaConsumer) -> bool:
         """Wait until the topic exists; False when stopped first.
@@ -200,7 +203,7 @@ class Runner:
             if await self._stop_requested_within(TOPIC_POLL_SECONDS):
                 return False
 
-    async def _consume(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> bool:
+    async def _consume(self, consumer: AIOKafkaConsumer, producer: RecoveringProducer) -> bool:
         while not self._stopping.is_set():
             try:
                 batches: Batches = await consumer.getmany(
@@ -226,7 +229,7 @@ class Runner:
                 self.health.idle()
         return True
 
-    async def _process(self, producer: AIOKafkaProducer, batches: Batches) -> bool:
+    async def _process(self, producer: RecoveringProducer, batches: Batches) -> bool:
         """Write one fetched batch and mark its offsets; False when stopped while it failed."""
         assert self._consumer is not None and self._offsets is not None
         async with self._lock:

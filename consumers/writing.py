@@ -10,9 +10,8 @@ import logging
 import time
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaProducer
-
 from audit_common.errors import AuditRelayError, ConfigError
+from audit_common.kafka_producer import RecoveringProducer
 from audit_common.kafka_topics import DEFAULT_MAX_MESSAGE_BYTES
 from consumers.cluster_stats import ClusterStats
 from consumers.dead_letters import Letter, letter_of_event, send_letters
@@ -41,7 +40,7 @@ class SinkWriter:
         self.letter_limit = DEFAULT_MAX_MESSAGE_BYTES
         self._clusters = clusters
 
-    async def write(self, producer: AIOKafkaProducer, events: Sequence[ConsumedEvent]) -> None:
+    async def write(self, producer: RecoveringProducer, events: Sequence[ConsumedEvent]) -> None:
         """Write and flush ``events``; those the sink refuses for good go to the dead letters."""
         started = time.monotonic()
         refused: list[tuple[ConsumedEvent, str]] = []
@@ -69,7 +68,7 @@ class SinkWriter:
         self._clusters.written(written)
 
     async def write_one_by_one(
-        self, producer: AIOKafkaProducer, events: Sequence[ConsumedEvent]
+        self, producer: RecoveringProducer, events: Sequence[ConsumedEvent]
     ) -> None:
         """Write ``events`` one at a time, to find those that fail alone: each the destination
         refuses (``BatchRefused``) or that raises what the sink did not expect goes to the dead
@@ -104,7 +103,7 @@ class SinkWriter:
             unexpected,
         )
 
-    async def dead_letter(self, producer: AIOKafkaProducer, letters: Sequence[Letter]) -> None:
+    async def dead_letter(self, producer: RecoveringProducer, letters: Sequence[Letter]) -> None:
         """Send ``letters`` to the dead-letter topic and await acks; raises KafkaUnavailable."""
         await send_letters(producer, self.topic, letters, self.letter_limit)
         self.metrics.dead_lettered.inc(len(letters))

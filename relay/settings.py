@@ -134,6 +134,25 @@ def add_publishing_arguments(parser: EnvArgumentParser) -> None:
         help="seconds to wait for Kafka's acks before answering 503 (the apiserver waits 30)",
     )
     add(
+        "--kafka-stall-after",
+        type=positive_float,
+        default=1.0,
+        help="seconds of waiting for acks before asking, over a connection of the relay's own, "
+        "whether any broker answers",
+    )
+    add(
+        "--kafka-probe-timeout",
+        type=positive_float,
+        default=1.0,
+        help="seconds a broker gets to answer one such probe",
+    )
+    add(
+        "--kafka-probe-misses",
+        type=positive_int,
+        default=3,
+        help="probes in a row left unanswered before the producer is given up as unreachable",
+    )
+    add(
         "--max-message-bytes",
         type=positive_int,
         default=1048576,
@@ -186,6 +205,9 @@ def publisher_settings_from_args(args: argparse.Namespace) -> PublisherSettings:
         compression=args.compression,
         ack_timeout=args.ack_timeout,
         max_message_bytes=args.max_message_bytes,
+        stall_after=args.kafka_stall_after,
+        probe_timeout=args.kafka_probe_timeout,
+        probe_misses=args.kafka_probe_misses,
     )
 
 

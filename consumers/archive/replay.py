@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError
 from tqdm import tqdm
 
 from audit_common.errors import AuditRelayError, ConfigError, InvalidEvent, KafkaUnavailable
-from audit_common.headers import REPLAY
+from audit_common.headers import REPLAY, headers_of
 from audit_common.kafka_connection import kafka_connection_from_args
 from audit_common.logs import configure_logging
 from consumers.archive.layout import ObjectKey, event_time
@@ -34,7 +34,6 @@ from consumers.events import ConsumedEvent, decode
 from consumers.filters import EventFilter
 from consumers.settings import build_parser
 from consumers.sinks import SINKS, Sink
-from relay.events.build import headers_of
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,9 @@ one POST per alert, ``Content-Type: application/json``.
 Delivery: ``flush`` returns only when every alert of the written events is acknowledged by
 Kafka (acks=all) and answered 2xx by the URL, so the runner commits an event's offset only
 after its alerts are delivered; a failure raises SinkError and the runner evaluates and sends
-the batch again (at least once: an alert may arrive twice, never not at all). The URL's
+the batch again (at least once: an alert may arrive twice, never not at all). The producer is
+replaced after a failed batch and the alerts it did not acknowledge go out on the new one
+(``audit_common.kafka_producer``). The URL's
 answers: 5xx, 408, 429 and connection failures are retried that way; 400, 413 and 422 refuse
 that one alert for good, and its event goes to the dead-letter topic (``EventsRefused``) while
 the rest is committed; any other answer (401, 403, 404, 3xx: a wrong URL or credentials) stops
@@ -19,8 +21,8 @@ Bounds: each ``%field`` value in an alert is cut to ``--alerts-field-max-chars``
 to ``--alerts-max-bytes`` (``consumers.rules.bounds``, a visible marker where cut). The alerts
 topic is created at open when missing, as the relay creates its topics, and the producer's
 records are sized to its ``max.message.bytes`` (``consumers.producers``). An alert Kafka
-refuses as too large (``MessageSizeTooLarge``, ``RecordListTooLarge``) refuses its event for
-good: it goes to the dead-letter topic and the rest of the batch is committed.
+refuses for itself (too large, ``audit_common.kafka_producer.refused_for_itself``) refuses its
+event for good: it goes to the dead-letter topic and the rest of the batch is committed.
 """
 
 from __future__ import annotations
@@ -31,18 +33,18 @@ import logging
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Self
 
 import aiohttp
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter
 from yarl import URL
 
-from audit_common.errors import ConfigError, SinkError
+from audit_common.errors import ConfigError, KafkaUnavailable, SinkError
 from audit_common.headers import CLUSTER, SCHEMA_VERSION, SCHEMA_VERSION_HEADER
 from audit_common.kafka_connection import KafkaConnection, kafka_connection_from_args
-from audit_common.kafka_give_up import close_given_up
+from audit_common.kafka_producer import KafkaRecord, RecoveringProducer
 from audit_common.options import EnvArgumentParser, positive_float, positive_int
 from consumers.events import ConsumedEvent
 from consumers.producers import NewTopicSpec, producer_for, topic_limit
@@ -58,10 +60,9 @@ DEFAULT_TOPIC = "k8s-audit.alerts"
 # The receiver refuses this alert itself (its body); sending it again will not help.
 REFUSED_STATUSES = frozenset({400, 413, 422})
 RETRIABLE_STATUSES = frozenset({408, 429})  # and every 5xx
-# How long closing a producer that failed a batch may take (its last requests in flight).
-_GIVE_UP_S = 30.0
-# What Kafka refuses for the record's size: the same alert is refused every time.
-_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+# How long one batch's alerts may take to be acknowledged, producer replacements included; and
+# closing a producer given up (its last requests in flight).
+_KAFKA_S = 30.0
 # Room for the record's key, headers and batch header within the topic's max.message.bytes.
 _RECORD_OVERHEAD = 1024
 
@@ -92,8 +93,10 @@ class _Refused(Exception):
 
 @dataclass
 class _Pending:
-    """What the written events still wait for: each send, with the event it came from."""
+    """What the written events still wait for: each alert's record for the topic and each
+    POST, with the event it came from."""
 
+    records: list[tuple[ConsumedEvent, KafkaRecord]] = field(default_factory=list)
     sends: list[tuple[ConsumedEvent, asyncio.Future[Any]]] = field(default_factory=list)
     alerts: Tally[tuple[str, str]] = field(default_factory=Tally)
     truncated: int = 0
@@ -107,7 +110,7 @@ class AlertsSink(Sink):
     def __init__(self, settings: AlertsSettings, rules: RuleSet) -> None:
         self.settings = settings
         self.rules = rules
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: RecoveringProducer | None = None
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(settings.url_concurrency)
         self._pending = _Pending()
@@ -241,43 +244,37 @@ class AlertsSink(Sink):
         )
 
     async def _start_producer(self) -> None:
-        """Connect the producer of the alerts topic, if there is one and none is in place."""
+        """Connect the producer of the alerts topic, if there is one. Raises SinkError while
+        Kafka is out of reach (the runner opens the sink again)."""
         topic = self.settings.topic
-        if topic is None or self._producer is not None:
+        if topic is None:
             return
-        kafka, client_id = self.settings.kafka, self.settings.client_id
+        if self._producer is None:
+            kafka, client_id = self.settings.kafka, self.settings.client_id
+            try:
+                limit = await topic_limit(kafka, topic, client_id, self.settings.new_topic)
+            except KafkaError as exc:
+                raise SinkError(
+                    "cannot connect the alerts producer to Kafka (to create or describe "
+                    f"{topic}): {exc}"
+                ) from exc
+            self._alert_limit = min(self.settings.alert_max_bytes, limit - _RECORD_OVERHEAD)
+            self._producer = RecoveringProducer(
+                partial(producer_for, kafka, client_id, limit),
+                name="alerts producer",
+                close_timeout=_KAFKA_S,
+            )
+        await self._producer.start()
         try:
-            limit = await topic_limit(kafka, topic, client_id, self.settings.new_topic)
-        except KafkaError as exc:
-            raise SinkError(
-                f"cannot connect the alerts producer to Kafka (to create or describe {topic}): "
-                f"{exc}"
-            ) from exc
-        self._alert_limit = min(self.settings.alert_max_bytes, limit - _RECORD_OVERHEAD)
-        producer = producer_for(kafka, client_id, limit)
-        try:
-            await producer.start()
-        except KafkaError as exc:
-            await producer.stop()
-            raise SinkError(f"cannot connect the alerts producer to Kafka: {exc}") from exc
-        self._producer = producer
-
-    async def _give_up_producer(self) -> None:
-        """Close a producer that failed a batch (``audit_common.kafka_give_up`` says why it
-        cannot be used again); the next write connects a new one."""
-        producer, self._producer = self._producer, None
-        if producer is None:
-            return
-        try:
-            async with asyncio.timeout(_GIVE_UP_S):
-                await close_given_up(producer)
-        except TimeoutError:
-            log.error("the alerts producer did not close within %g s; abandoned", _GIVE_UP_S)
+            async with asyncio.timeout(_KAFKA_S):
+                await self._producer.wait()
+        except (KafkaUnavailable, TimeoutError) as exc:
+            reason = str(exc) or "no answer in time"
+            raise SinkError(f"cannot connect the alerts producer to Kafka: {reason}") from exc
 
     async def write(self, events: Sequence[ConsumedEvent]) -> None:
         """Evaluate the rules and send each alert; raises EventsRefused, once the rest is sent,
         for events whose alerts cannot be built or are too large even when cut."""
-        await self._start_producer()  # again after a failure gave the last one up
         refused: list[tuple[ConsumedEvent, str]] = []
         try:
             for event in events:
@@ -305,25 +302,17 @@ class AlertsSink(Sink):
         return body
 
     async def _send(self, event: ConsumedEvent, alert: Alert, body: bytes) -> str | None:
-        """Send one alert; the reason it is refused for good, or None once it is on its way."""
+        """Queue one alert for ``flush``; the reason it is refused for good, or None."""
         if len(body) > self._alert_limit:
             return f"alert of rule {alert.rule!r} is {len(body)} bytes even cut"
         sends = self._pending.sends
-        if self._producer is not None:
+        if self.settings.topic is not None:
             headers = [(SCHEMA_VERSION_HEADER, SCHEMA_VERSION)]
             if event.cluster is not None:
                 headers.append((CLUSTER, event.cluster.encode()))
             headers.append((PRIORITY_HEADER, alert.priority.label.encode()))
-            assert self.settings.topic is not None
-            try:
-                sent = await self._producer.send(
-                    self.settings.topic, body, key=alert.rule.encode(), headers=headers
-                )
-            except _TOO_LARGE as exc:
-                return f"alert of rule {alert.rule!r} too large for {self.settings.topic}: {exc}"
-            except KafkaError as exc:
-                raise SinkError(f"cannot send an alert to {self.settings.topic}: {exc}") from exc
-            sends.append((event, sent))
+            record = KafkaRecord(self.settings.topic, body, alert.rule.encode(), headers)
+            self._pending.records.append((event, record))
         if self._session is not None:
             sends.append((event, asyncio.ensure_future(self._post(body))))
         self._pending.alerts[alert.rule, alert.priority.label] += 1
@@ -355,21 +344,25 @@ class AlertsSink(Sink):
         raise ConfigError(message)
 
     async def flush(self) -> None:
-        """Wait for every send of the written events. Raises SinkError when one failed (the
-        runner sends the batch again), EventsRefused when the URL refused some alerts for good,
-        ConfigError when it refuses them all (credentials, URL)."""
+        """Wait for every alert of the written events to be delivered. Raises SinkError when
+        one was not (the runner sends the batch again), EventsRefused when Kafka or the URL
+        refused some alerts for good, ConfigError when the URL refuses them all (credentials)."""
         pending, self._pending = self._pending, _Pending()
-        results = await asyncio.gather(*(sent for _, sent in pending.sends), return_exceptions=True)
         refused: dict[int, tuple[ConsumedEvent, str]] = {}
-        too_large = False
+        try:
+            if pending.records:
+                assert self._producer is not None
+                records = [record for _, record in pending.records]
+                kafka = await self._producer.send_all(records, _KAFKA_S)
+                for (event, _), error in zip(pending.records, kafka, strict=True):
+                    if error is not None:
+                        refused.setdefault(id(event), (event, f"Kafka refused an alert: {error}"))
+        except KafkaUnavailable as exc:
+            self._abandon(pending)
+            raise SinkError(f"Kafka did not take the alerts: {exc}") from exc
+        results = await asyncio.gather(*(sent for _, sent in pending.sends), return_exceptions=True)
         for (event, _), result in zip(pending.sends, results, strict=True):
-            if isinstance(result, _TOO_LARGE):
-                too_large = True
-                refused.setdefault(id(event), (event, f"Kafka refused an alert: {result}"))
-            elif isinstance(result, KafkaError):
-                await self._give_up_producer()
-                raise SinkError(f"Kafka did not take an alert: {result}") from result
-            elif isinstance(result, _Refused):
+            if isinstance(result, _Refused):
                 refused.setdefault(id(event), (event, f"alert refused: {result}"))
             elif isinstance(result, BaseException):
                 raise result
@@ -379,14 +372,13 @@ class AlertsSink(Sink):
         if self._truncated is not None:
             self._truncated.inc(pending.truncated)
         log.debug("delivered %d alerts", sum(pending.alerts.values()))
-        if too_large:  # a batch the broker refused: the producer's sequence numbers are stuck
-            await self._give_up_producer()
         if refused:
             raise EventsRefused(list(refused.values()))
 
-    def _abandon(self) -> None:
+    def _abandon(self, pending: _Pending | None = None) -> None:
         """Drop the sends of a failed batch: the runner writes the whole batch again."""
-        pending, self._pending = self._pending, _Pending()
+        if pending is None:
+            pending, self._pending = self._pending, _Pending()
         for _, sent in pending.sends:
             if sent.done() and not sent.cancelled():
                 sent.exception()  # retrieved and dropped: the batch is sent again whole
@@ -398,6 +390,6 @@ class AlertsSink(Sink):
         producer, self._producer = self._producer, None
         session, self._session = self._session, None
         if producer is not None:
-            await producer.stop()
+            await producer.stop()  # nothing is left to send: it returns at once
         if session is not None:
             await session.close()

@@ -14,9 +14,7 @@ from msgspec import Raw
 from audit_common import json_text
 from audit_common.headers import (
     ESCAPED_BYTES,
-    EVENT_HEADERS,
-    SCHEMA_VERSION,
-    SCHEMA_VERSION_HEADER,
+    headers_of,
 )
 from relay.events import deep_items, raw_fields
 from relay.events.clearance import clear
@@ -30,7 +28,6 @@ TRUNCATED_ANNOTATION = "audit.k8s.io/truncated"
 # How far ahead of the relay's clock a stageTimestamp may be and still stamp its record: clock
 # skew between the apiserver and the relay, well inside the brokers' default hour.
 MAX_AHEAD_MS = 10 * 60 * 1000
-_VERSION = (SCHEMA_VERSION_HEADER, SCHEMA_VERSION)
 
 # Called on each valid event before it is encoded (redaction); returns whether it changed it.
 EventTransform = Callable[[dict[str, Any]], bool]
@@ -38,6 +35,9 @@ EventTransform = Callable[[dict[str, Any]], bool]
 # ("" when absent) and the JSON of its request and response objects; False lets the event be
 # published unparsed.
 MayTransform = Callable[[str, str, Sequence[bytes]], bool]
+# Whether a record of this value, key and headers is within the broker's message limit
+# (``KafkaPublisher.fits``).
+Fits = Callable[[bytes, bytes | None, Sequence[tuple[str, bytes]]], bool]
 
 
 @dataclass
@@ -106,19 +106,6 @@ def event_headers(event: dict[str, Any], api_version: str, cluster: str) -> list
     )
 
 
-def headers_of(*values: Any) -> list[tuple[str, bytes]]:
-    """The schema version, then ``values`` in the order of ``EVENT_HEADERS``, but those not a
-    non-empty str."""
-    return [
-        _VERSION,
-        *(
-            (name, value.encode())
-            for name, value in zip(EVENT_HEADERS, values, strict=True)
-            if isinstance(value, str) and value
-        ),
-    ]
-
-
 def encode_event(event: dict[str, Any], api_version: str) -> bytes:
     """The event as a line of the apiserver's audit.log: kind and apiVersion first."""
     return dumps({"kind": "Event", "apiVersion": api_version, **event})
@@ -151,7 +138,7 @@ def build_batch(
     api_version: str,
     cluster: str,
     *,
-    fits: Callable[[bytes], bool],
+    fits: Fits,
     dead_letter_limit: int,
     transform: EventTransform | None = None,
     may_transform: MayTransform | None = None,
@@ -230,7 +217,7 @@ class _Context:
 
     api_version: str
     cluster: str
-    fits: Callable[[bytes], bool]
+    fits: Fits
     transform: EventTransform | None
     may_transform: MayTransform | None
     batch: Batch
@@ -265,13 +252,7 @@ def _record(item: Any, context: _Context) -> OutboundRecord | InvalidItem | _Wit
             value = encode_event(item, version)
     except RecursionError:
         value = b""  # objects nested too deeply to encode: stripped like oversized ones
-    if not value or not context.fits(value):
-        try:
-            value = encode_event(strip_objects(item), version)
-        except RecursionError:  # nested as deeply elsewhere: nothing of it can be kept
-            return InvalidItem(-1, "nested too deeply to encode, even without its objects", b"")
-        context.batch.truncated += 1
-    return _event_record(item, value, version, context.cluster)
+    return _sized(item, value, version, context)
 
 
 def _deep_record(raw: bytes, context: _Context) -> OutboundRecord | InvalidItem | _Withheld:
@@ -299,14 +280,7 @@ def _deep_record(raw: bytes, context: _Context) -> OutboundRecord | InvalidItem 
         return _Withheld(raw, "nested too deeply for the redactor to read, and may hold a Secret")
     own = event.get("apiVersion")
     version = own if isinstance(own, str) and own in API_VERSIONS else context.api_version
-    value = deep.value(version)
-    if not context.fits(value):
-        try:
-            value = encode_event(strip_objects(event), version)
-        except RecursionError:  # a field deep enough for orjson to read, not to write
-            return InvalidItem(-1, "nested too deeply to encode, even without its objects", raw)
-        context.batch.truncated += 1
-    return _event_record(event, value, version, context.cluster)
+    return _sized(event, deep.value(version), version, context)
 
 
 def _unread(raw: bytes, reason: str, context: _Context) -> InvalidItem | _Withheld:
@@ -317,23 +291,30 @@ def _unread(raw: bytes, reason: str, context: _Context) -> InvalidItem | _Withhe
     return InvalidItem(-1, reason, raw)
 
 
-def _event_record(
-    event: dict[str, Any], value: bytes, version: str, cluster: str
-) -> OutboundRecord:
-    return OutboundRecord(
-        EVENTS,
-        value,
-        event["auditID"].encode(),
-        tuple(event_headers(event, version, cluster)),
-        kafka_timestamp(event["stageTimestamp"]),
-    )
+def _sized(
+    event: dict[str, Any], value: bytes, version: str, context: _Context
+) -> OutboundRecord | InvalidItem:
+    """The event's record of ``value``; where that is over the broker's limit with its key and
+    headers (or empty: too deep to encode), without its objects as the apiserver's truncate
+    backend does; an invalid item when even that does not fit."""
+    key = event["auditID"].encode()
+    headers = tuple(event_headers(event, version, context.cluster))
+    if not value or not context.fits(value, key, headers):
+        try:
+            value = encode_event(strip_objects(event), version)
+        except RecursionError:  # nested as deeply elsewhere: nothing of it can be kept
+            return InvalidItem(-1, "nested too deeply to encode, even without its objects", b"")
+        if not context.fits(value, key, headers):
+            return InvalidItem(-1, "too large for Kafka, even without its objects", value)
+        context.batch.truncated += 1
+    return OutboundRecord(EVENTS, value, key, headers, kafka_timestamp(event["stageTimestamp"]))
 
 
 def passed_through(
     raw: Raw,
     api_version: str,
     cluster: str,
-    fits: Callable[[bytes], bool],
+    fits: Fits,
     transform: EventTransform | None,
     may_transform: MayTransform | None,
 ) -> OutboundRecord | None:
@@ -356,8 +337,6 @@ def passed_through(
         timestamp = kafka_timestamp(fields.stageTimestamp)
     except ValueError:
         return None
-    if not fits(value):
-        return None
     username = raw_fields.user(fields).username
     headers = headers_of(
         cluster,
@@ -369,4 +348,7 @@ def passed_through(
         ref.namespace,
         username,
     )
-    return OutboundRecord(EVENTS, value, fields.auditID.encode(), tuple(headers), timestamp)
+    key = fields.auditID.encode()
+    if not fits(value, key, headers):
+        return None
+    return OutboundRecord(EVENTS, value, key, tuple(headers), timestamp)

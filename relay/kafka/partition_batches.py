@@ -30,12 +30,19 @@ log = logging.getLogger(__name__)
 _PARTITIONER = DefaultPartitioner()
 
 
-@dataclass
-class _OpenBatch:
+@dataclass(eq=False)
+class Batch:
+    """One record batch of a partition; ``acked`` is resolved when Kafka acknowledged it."""
+
     builder: BatchBuilder
     acked: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+    @property
+    def records(self) -> int:
+        """How many records it holds, every request's."""
+        return int(self.builder.record_count())
 
 
 @dataclass
@@ -44,15 +51,15 @@ class _Partition:
 
     topic: str
     partition: int
-    waiting: deque[_OpenBatch] = field(default_factory=deque)
+    waiting: deque[Batch] = field(default_factory=deque)
     submitter: asyncio.Task[None] | None = None
 
 
 class PartitionBatches:
     """Owned by ``relay.kafka.publisher.KafkaPublisher``, one per producer.
 
-    ``add`` is called for each record of a request and returns the future of the batch that
-    holds it, resolved when Kafka acknowledged that batch (or failed with the KafkaError that
+    ``add`` is called for each record of a request and returns the batch that holds it, whose
+    future is resolved when Kafka acknowledged that batch (or failed with the KafkaError that
     failed it). ``drain`` waits until every record added is handed to the producer.
     """
 
@@ -62,25 +69,26 @@ class PartitionBatches:
 
     def add(
         self, topic: str, partitions: list[int], record: OutboundRecord, *, alone: bool = False
-    ) -> asyncio.Future[None]:
+    ) -> Batch:
         """Append ``record`` to the open batch of its key's partition (murmur2, as Java does),
         or, ``alone``, put it in a batch of its own (to learn which record a broker refuses).
 
-        ``partitions`` is the sorted list of the topic's partitions. Never waits.
+        ``partitions`` is the sorted list of the topic's partitions; returns the batch that
+        holds it. Never waits.
         """
         partition = _PARTITIONER(record.key, partitions, partitions)
         state = self._partitions.get((topic, partition))
         if state is None:
             state = self._partitions[(topic, partition)] = _Partition(topic, partition)
         if alone or not state.waiting or not _append(state.waiting[-1].builder, record):
-            batch = _OpenBatch(self._producer.create_batch())
+            batch = Batch(self._producer.create_batch())
             _append(batch.builder, record)  # an empty batch takes any record
             if alone:
                 batch.builder.close()  # takes no other record
             state.waiting.append(batch)
         if state.submitter is None:
             state.submitter = asyncio.create_task(self._submit(state))
-        return state.waiting[-1].acked
+        return state.waiting[-1]
 
     async def _submit(self, state: _Partition) -> None:
         """Hand the partition's batches to the producer in order, each when it may take it."""

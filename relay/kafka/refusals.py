@@ -1,4 +1,4 @@
-"""The one place that tells a record Kafka refuses for itself from a Kafka that cannot deliver.
+"""What the relay dead-letters for a record Kafka refuses for itself.
 
 A broker fails a whole batch for one record in it that it will never take, however often it is
 sent: over the topic's ``max.message.bytes`` (MESSAGE_TOO_LARGE, 10), a batch over it
@@ -8,33 +8,15 @@ about the others: the publisher sends the failed batch's records one batch each 
 dead-letters it with the broker's reason. Every other failure (a broker down or restarting, a
 producer whose sequence numbers the broker no longer accepts, a missing acknowledgement) is the
 cluster's or the producer's, retriable: the records are sent again on a new producer, or the
-request is answered 503 (or spooled) for the sender to try again.
+request is answered 503 (or spooled) for the sender to try again. Which errors are the record's
+is said in one place for every producer: ``audit_common.kafka_producer.refused_for_itself``.
 """
 
 from __future__ import annotations
 
-from aiokafka.errors import (
-    CorruptRecordException,
-    InvalidTimestampError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-)
-
 from audit_common.headers import CLUSTER
 from relay.events.dead_letters import dead_letter
 from relay.events.records import DEAD_LETTER, OutboundRecord
-
-RECORD_ERRORS = (
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    InvalidTimestampError,
-    CorruptRecordException,
-)
-
-
-def refused_for_itself(error: BaseException | None) -> bool:
-    """Whether ``error`` failed a batch because of a record in it, for good."""
-    return isinstance(error, RECORD_ERRORS)
 
 
 def refusal_record(record: OutboundRecord, error: BaseException, limit: int) -> OutboundRecord:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Self
@@ -24,7 +24,9 @@ from tests.consumers.conftest import StartConsumer
 from tests.consumers.http_receiver import Answer, Received, Receiver
 from tests.consumers.messages import produce_events, with_fresh_ids
 from tests.consumers.probes import probe
+from tests.consumers.test_postgres_end_to_end import postgres_env
 from tests.support.net import unused_port, wait_until
+from tests.support.postgres import LocalPostgres, create_database
 from tests.support.processes import wait_for_exit_or_fail
 
 
@@ -146,14 +148,22 @@ async def probe_status(http: aiohttp.ClientSession, url: str, status: int) -> bo
 
 
 async def test_not_ready_while_the_sink_cannot_be_opened(
-    new_topic: Any, start_consumer: StartConsumer, http: aiohttp.ClientSession, tmp_path: Path
+    new_topic: Any,
+    start_consumer: StartConsumer,
+    http: aiohttp.ClientSession,
+    postgres_factory: Callable[[], LocalPostgres],
+    tmp_path: Path,
 ) -> None:
+    # The store is down when the consumer starts (a settings mistake would exit 2 instead).
+    server = postgres_factory()
+    dsn = await create_database(server.admin_dsn)
+    server.stop()
     port = unused_port()
     consumer = start_consumer(
-        "--sink", "jsonl", "--topic", await new_topic(1),
-        "--output", str(tmp_path / "missing-directory" / "out.jsonl"),
+        "--sink", "postgres", "--topic", await new_topic(1),
         "--metrics-listen", f"127.0.0.1:{port}", "--stall-timeout", "1",
         "--retry-backoff", "0.1", "--retry-backoff-max", "0.2",
+        env=postgres_env(dsn, tmp_path),
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
 
@@ -162,10 +172,10 @@ async def test_not_ready_while_the_sink_cannot_be_opened(
         return status == 503 and answer["reason"].startswith("cannot open the sink")
 
     await wait_until(cannot_open, timeout=30, what="/readyz: cannot open the sink")
-    assert "missing-directory" in (await probe(http, f"{base}/readyz"))[1]["reason"]
+    assert f":{server.port}" in (await probe(http, f"{base}/readyz"))[1]["reason"]
     # No work is known to wait before the sink opens: a restart would not open it either.
     assert (await probe(http, f"{base}/healthz"))[0] == 200
-    (tmp_path / "missing-directory").mkdir()
+    server.start()
     await wait_until(
         lambda: probe_status(http, f"{base}/readyz", 200), timeout=30, what="ready once opened"
     )

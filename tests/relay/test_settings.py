@@ -115,6 +115,17 @@ def test_help_shows_no_none_defaults() -> None:
     assert "(default: None)" not in run_relay("--help").stdout
 
 
+def test_stall_probe_flags_their_environment_and_defaults() -> None:
+    settings, _ = build_settings(
+        ["--insecure", "--kafka-probe-misses", "5"],
+        {"AUDIT_RELAY_KAFKA_STALL_AFTER": "2.5", "AUDIT_RELAY_KAFKA_PROBE_TIMEOUT": "0.5"},
+    )
+    publisher = settings.publisher
+    assert (publisher.stall_after, publisher.probe_timeout, publisher.probe_misses) == (2.5, 0.5, 5)
+    defaults = build_settings(["--insecure"], {})[0].publisher
+    assert (defaults.stall_after, defaults.probe_timeout, defaults.probe_misses) == (1.0, 1.0, 3)
+
+
 def test_spool_flags_and_their_environment() -> None:
     settings, _ = build_settings(
         ["--insecure", "--spool-dir", "/var/spool/relay"],

@@ -3,18 +3,23 @@ topic is covered end to end in tests/consumers/test_alerts_end_to_end.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka import ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import CollectorRegistry
 
 from audit_common.errors import ConfigError, RulesError, SinkError
+from audit_common.kafka_topics import max_message_bytes
 from consumers.events import ConsumedEvent, decode
 from consumers.rules.ruleset import Priority
 from consumers.settings import build_settings
@@ -22,8 +27,8 @@ from consumers.sinks.alerts import AlertsSink
 from consumers.sinks.base import EventsRefused
 from tests.consumers.http_receiver import Answer, Received, Receiver
 from tests.support.events import logged
-from tests.support.kafka import REPO, create_topic, read_topic, unique_topic
-from tests.support.net import unused_port
+from tests.support.kafka import REPO, LocalBroker, create_topic, read_topic, unique_topic
+from tests.support.net import unused_port, wait_until
 
 
 def alerts_sink(*flags: str, environ: dict[str, str] | None = None) -> AlertsSink:
@@ -173,32 +178,92 @@ async def test_kafka_out_of_reach_fails_the_open_which_the_runner_retries() -> N
         await sink.close()
 
 
+def shells(count: int, large: int | None = None) -> list[ConsumedEvent]:
+    """``count`` exec events, each by its own user (in its alert's output); the one at index
+    ``large`` by a user whose name makes its alert over 6 KB, compressed too."""
+    [event] = [e for e in logged("exec") if e["stage"] == "ResponseStarted"]
+    events = []
+    for offset in range(count):
+        name = base64.b64encode(os.urandom(6000)).decode() if offset == large else f"user-{offset}"
+        raw = orjson.dumps({**event, "user": {**event["user"], "username": name}})
+        events.append(decode(raw, [], topic="t", partition=0, offset=offset))
+    return events
+
+
+def alert_users(records: Sequence[ConsumerRecord]) -> list[str]:
+    return sorted(orjson.loads(r.value)["output_fields"]["ka.user.name"] for r in records)
+
+
+async def lower_limit(bootstrap: str, topic: str, limit: int) -> None:
+    """Set ``topic``'s max.message.bytes to ``limit`` and wait until the broker says so."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        config = {"max.message.bytes": str(limit)}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, config)])
+
+        async def lowered() -> bool:
+            return await max_message_bytes(admin, topic) == limit
+
+        await wait_until(lowered, timeout=30, what="the lower limit")
+    finally:
+        await admin.close()
+
+
 @pytest.mark.integration
-async def test_a_batch_kafka_refused_fails_the_flush_and_the_retry_delivers(
+async def test_an_alert_kafka_refuses_refuses_its_event_and_the_rest_is_delivered(
     kafka_bootstrap: str,
 ) -> None:
-    """The runner writes a failed batch again: it must reach Kafka once Kafka takes it (the
-    sink sends it on a new producer, as the relay does after a failed batch)."""
+    """All alerts go to one partition, whose limit is lowered after the sink read it: the
+    broker refuses the batch of the large alert, then answers OUT_OF_ORDER_SEQUENCE_NUMBER to
+    the batches after it on that producer. The sink sends them again on a new producer; the
+    large alert's event is refused (dead-lettered by the runner), every other alert is
+    delivered once."""
     topic = unique_topic("alerts")
-    # Every record stamped before the broker's clock is refused: all of them, until changed.
-    await create_topic(kafka_bootstrap, topic, config={"message.timestamp.before.max.ms": "0"})
-    sink = alerts_sink("--kafka-bootstrap", kafka_bootstrap, "--alerts-topic", topic)
-    events = consumed(SHELLS)
-    await sink.open()
-    try:
+    await create_topic(kafka_bootstrap, topic)
+    sink = alerts_sink("--kafka-bootstrap", kafka_bootstrap, "--alerts-topic", topic,
+                       "--alerts-field-max-chars", "100000")  # fmt: skip
+    events = shells(61, large=30)
+    async with sink:
+        await lower_limit(kafka_bootstrap, topic, 4000)
         await sink.write(events)
-        with pytest.raises(SinkError, match="Kafka did not take an alert"):
+        with pytest.raises(EventsRefused) as refused:
             await sink.flush()
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        await admin.start()
-        try:
-            limit = {"message.timestamp.before.max.ms": str(2**63 - 1)}
-            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, limit)])
-        finally:
-            await admin.close()
-        await sink.write(events)  # what the runner does: the same batch again
-        await sink.flush()
-    finally:
-        await sink.close()
-    delivered = await read_topic(kafka_bootstrap, topic, 2)
-    assert sorted(record.key for record in delivered) == [b"Shell Into Pod"] * 2
+    [(event, reason)] = refused.value.refused
+    assert event is events[30]
+    assert "Kafka refused an alert" in reason and "MessageSizeTooLarge" in reason
+    delivered = await read_topic(kafka_bootstrap, topic, 60)
+    assert alert_users(delivered) == sorted(f"user-{i}" for i in range(61) if i != 30)
+
+
+@pytest.mark.integration
+async def test_a_broker_restart_while_alerts_are_in_flight_loses_none(
+    broker_factory: Callable[[], LocalBroker],
+) -> None:
+    """The broker stops (controlled shutdown) and starts while batches of alerts are sent; the
+    runner writes a failed batch again, as here. Every alert is delivered at least once."""
+    broker = broker_factory()
+    topic = unique_topic("alerts")
+    await create_topic(broker.bootstrap, topic, 3)
+    sink = alerts_sink("--kafka-bootstrap", broker.bootstrap, "--alerts-topic", topic)
+    events = shells(3000)
+
+    async def deliver() -> None:
+        for start in range(0, len(events), 100):
+            while True:
+                try:
+                    await sink.write(events[start : start + 100])
+                    await sink.flush()
+                    break
+                except SinkError:
+                    await asyncio.sleep(0.2)
+
+    async with sink:
+        delivering = asyncio.create_task(deliver())
+        await asyncio.sleep(0.3)  # some batches acknowledged, others in flight
+        await asyncio.to_thread(broker.stop)
+        assert not delivering.done()  # the broker went away in the middle of the delivery
+        await asyncio.to_thread(broker.start)
+        await asyncio.wait_for(delivering, timeout=180)
+    delivered = await read_topic(broker.bootstrap, topic, len(events), timeout=60)
+    assert set(alert_users(delivered)) == {f"user-{i}" for i in range(len(events))}

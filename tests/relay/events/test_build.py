@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -63,7 +64,7 @@ def test_batch_truncates_what_does_not_fit_and_dead_letters_invalid_items() -> N
         [big, {"kind": 0}, events[1], [1]],
         "audit.k8s.io/v1",
         "c",
-        fits=lambda value: len(value) < 4000,
+        fits=lambda value, *_: len(value) < 4000,
         dead_letter_limit=1000,
     )
     assert (batch.accepted, batch.dead_lettered, batch.truncated) == (2, 2, 1)
@@ -78,6 +79,36 @@ def test_batch_truncates_what_does_not_fit_and_dead_letters_invalid_items() -> N
     assert batch.records[0].key == events[0]["auditID"].encode()
 
 
+def test_an_event_too_large_even_without_its_objects_is_dead_lettered_cut() -> None:
+    events = audit_events()[:2]
+    annotations = {"note": "n" * 5000}  # kept by the stripping, as the apiserver does
+    big = {**events[0], "requestObject": {"x": "y" * 5000}, "annotations": annotations}
+
+    def fits(value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]]) -> bool:
+        return len(value) + len(key or b"") + sum(len(n) + len(v) for n, v in headers) < 4000
+
+    batch = build_batch([big, events[1]], "audit.k8s.io/v1", "c", fits=fits, dead_letter_limit=1000)
+    assert (batch.accepted, batch.dead_lettered, batch.truncated) == (1, 1, 0)
+    [kept, dead] = batch.records
+    assert (kept.topic, dead.topic) == (EVENTS, DEAD_LETTER)
+    # Listed without its text, which would not fit the dead letter's limit.
+    [listed] = orjson.loads(dead.value)["listed"]
+    assert listed["reason"] == "too large for Kafka, even without its objects"
+    assert listed["size"] > 5000 and "item" not in listed and len(dead.value) <= 1000
+
+
+def test_the_headers_count_in_what_fits() -> None:
+    event = {**audit_events()[0], "user": {"username": "u" * 3000}}  # a header of 3000 bytes
+
+    def fits(value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]]) -> bool:
+        return len(value) + sum(len(v) for _, v in headers) < 5000
+
+    [record] = build_batch(
+        [event], "audit.k8s.io/v1", "c", fits=fits, dead_letter_limit=100
+    ).records
+    assert record.topic == DEAD_LETTER  # its value alone (about 4 KB) would have fitted
+
+
 def test_an_event_nested_too_deeply_outside_its_objects_is_dead_lettered() -> None:
     status: Any = "deep"
     for _ in range(1018):  # orjson reads it; neither orjson nor json can write it back
@@ -87,7 +118,7 @@ def test_an_event_nested_too_deeply_outside_its_objects_is_dead_lettered() -> No
         [deep, audit_events()[1]],
         "audit.k8s.io/v1",
         "c",
-        fits=lambda value: True,
+        fits=lambda value, *_: True,
         dead_letter_limit=1000,
     )
     assert (batch.accepted, batch.dead_lettered) == (1, 1)
@@ -118,7 +149,7 @@ def test_transform_is_applied_and_counted() -> None:
         audit_events()[:3],
         "audit.k8s.io/v1",
         "c",
-        fits=lambda v: True,
+        fits=lambda *_: True,
         dead_letter_limit=10,
         transform=drop_user,
     )
@@ -140,7 +171,7 @@ def test_an_item_nothing_can_read_is_withheld_while_redaction_is_on(redaction: b
         [Raw(unreadable), Raw(good)],
         "audit.k8s.io/v1",
         "c",
-        fits=lambda value: True,
+        fits=lambda *_: True,
         dead_letter_limit=1 << 20,
         transform=redactor.redact if redaction else None,
         may_transform=redactor.may_redact,
@@ -164,7 +195,7 @@ def test_an_item_nothing_can_read_is_withheld_while_redaction_is_on(redaction: b
 def test_the_listing_of_invalid_items_stays_within_the_dead_letter_limit() -> None:
     items: list[Any] = [{"n": "x" * 300}] * 100 + [[i] for i in range(5000)]
     batch = build_batch(
-        items, "audit.k8s.io/v1", "c", fits=lambda value: True, dead_letter_limit=20_000
+        items, "audit.k8s.io/v1", "c", fits=lambda value, *_: True, dead_letter_limit=20_000
     )
     [record] = batch.records
     assert batch.dead_lettered == len(items)

@@ -42,7 +42,7 @@ def full_parse(body: bytes) -> tuple[list[Any], str]:
 
 
 def batch_of(items: list[Any], api_version: str, **options: Any) -> Batch:
-    options = {"fits": lambda value: True, "dead_letter_limit": 1 << 20, **options}
+    options = {"fits": lambda *_: True, "dead_letter_limit": 1 << 20, **options}
     return build_batch(items, api_version, "c", **options)
 
 
@@ -285,7 +285,7 @@ def test_with_a_transform_but_no_predicate_every_event_is_transformed() -> None:
 
 def test_events_that_do_not_fit_are_truncated() -> None:
     big = {**ITEMS[0], "requestObject": {"x": "y" * 5000}}
-    fast, _ = both_ways(event_list([big, ITEMS[1]]), fits=lambda value: len(value) < 4000)
+    fast, _ = both_ways(event_list([big, ITEMS[1]]), fits=lambda value, *_: len(value) < 4000)
     assert fast.truncated == 1
     assert b"yyyy" not in fast.records[0].value
 
@@ -308,7 +308,7 @@ def test_a_deep_item_that_does_not_fit_loses_its_objects() -> None:
     deep = orjson.dumps({**ITEMS[1], "requestObject": "@"})
     deep = deep.replace(b'"@"', b"[" * 5000 + b"]" * 5000)
     body = event_list(["@item"]).replace(b'"@item"', deep)
-    batch = batch_of(*split(body), fits=lambda v: len(v) < 5000)
+    batch = batch_of(*split(body), fits=lambda v, *_: len(v) < 5000)
     assert (batch.accepted, batch.truncated) == (1, 1)
     assert b"requestObject" not in batch.records[0].value
     assert b'"audit.k8s.io/truncated":"true"' in batch.records[0].value
@@ -380,7 +380,7 @@ def test_whatever_the_apiserver_writes_is_published_as_sent(
 def test_an_item_of_several_megabytes_is_truncated_alone(huge: bytes) -> None:
     items = [orjson.dumps(ITEMS[0]), apiserver_json.item(ITEMS[1], huge), orjson.dumps(ITEMS[2])]
     body = apiserver_json.event_list(items)
-    batch = batch_of(*split(body), fits=lambda value: len(value) < 1 << 20)
+    batch = batch_of(*split(body), fits=lambda value, *_: len(value) < 1 << 20)
     assert (batch.accepted, batch.truncated) == (3, 1)
     published_as_sent(Batch(batch.records[::2], accepted=2), items[::2])
     truncated = orjson.loads(batch.records[1].value)

@@ -39,7 +39,7 @@ def convert(body: bytes) -> tuple[list[Any], Any] | None:
         items,
         api_version,
         "c",
-        fits=lambda value: len(value) < 1 << 20,
+        fits=lambda value, *_: len(value) < 1 << 20,
         dead_letter_limit=1 << 19,
         transform=REDACTOR.redact,
         may_transform=REDACTOR.may_redact,

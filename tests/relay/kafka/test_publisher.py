@@ -237,3 +237,14 @@ async def test_records_of_an_answered_request_count_as_held_until_their_producer
         await wait_until(lambda: publisher.unanswered_bytes == 0, timeout=15, what="released")
         assert metrics.registry.get_sample_value("relay_kafka_unanswered_bytes") == 0
         broker.resume()
+
+
+def test_the_key_and_headers_count_in_what_fits() -> None:
+    settings = PublisherSettings(
+        connection=KafkaConnection(), compression="none", max_message_bytes=10_000
+    )
+    publisher = KafkaPublisher(settings, RelayMetrics())
+    value = b"v" * 5000
+    assert publisher.fits(value, b"k", [("user", b"u" * 100)])
+    assert not publisher.fits(value, b"k", [("user", b"u" * 1000)])
+    assert not publisher.fits(value, b"k" * 1000)

@@ -1,0 +1,104 @@
+"""Whether any broker still answers, asked over a connection of the relay's own, not the producer's.
+
+While acks keep a request waiting, the publisher asks this probe whether Kafka is reachable at
+all: while no broker answers, aiokafka's sender refreshes metadata in a loop without pause (a
+core's worth of CPU), and a producer given up stops that (the reconnects back off instead). The
+question must not go over the producer's connections: a broker answers one connection's requests
+in order, so there it queues behind an acks=all produce that waits for a slow follower, and a
+healthy but slow cluster looks dead (the producer given up, 503s, records sent twice). So the
+probe keeps a metadata client of its own, and only ``misses`` unanswered probes in a row, each
+given ``timeout`` seconds, make Kafka unreachable: one slow answer is not a dead broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaClient
+from aiokafka.errors import KafkaError
+
+from audit_common.kafka_connection import KafkaConnection
+from audit_common.resource import AsyncResource
+
+
+class StallProbe(AsyncResource):
+    """Owned by ``relay.kafka.publisher.KafkaPublisher``, started and stopped with it.
+
+    ``unreachable()`` is awaited by every request whose acks are late; concurrent callers share
+    one round of probes, and a new round starts at most once per ``interval`` seconds.
+    """
+
+    def __init__(
+        self,
+        connection: KafkaConnection,
+        *,
+        timeout: float,
+        misses: int,
+        interval: float,
+        ask: Callable[[AIOKafkaClient], Awaitable[object]] | None = None,
+    ) -> None:
+        self._connection = connection
+        self._timeout = timeout
+        self._misses = misses
+        self._interval = interval
+        self._ask = ask or _metadata
+        self._client: AIOKafkaClient | None = None
+        self._round: asyncio.Task[str | None] | None = None
+        self._verdict: str | None = None
+        self._ended = -interval
+
+    async def start(self) -> None:
+        if self._client is None:
+            # Connected at the first probe: the relay starts while Kafka may be down.
+            self._client = AIOKafkaClient(
+                **self._connection.client_kwargs(),
+                request_timeout_ms=int(self._timeout * 1000) + 1000,
+            )
+
+    async def stop(self) -> None:
+        if self._round is not None:
+            self._round.cancel()
+            await asyncio.gather(self._round, return_exceptions=True)
+            self._round = None
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def unreachable(self) -> str | None:
+        """Why no broker answers (``misses`` probes in a row went unanswered), or None."""
+        if self._round is None:
+            if time.monotonic() - self._ended < self._interval:
+                return self._verdict
+            self._round = asyncio.create_task(self._probe_round())
+        return await asyncio.shield(self._round)
+
+    async def _probe_round(self) -> str | None:
+        try:
+            for _ in range(self._misses):
+                error = await self._probe_once()
+                if error is None:
+                    self._verdict = None
+                    return None
+            self._verdict = f"no broker answered {self._misses} probes in a row ({error})"
+            return self._verdict
+        finally:
+            self._round, self._ended = None, time.monotonic()
+
+    async def _probe_once(self) -> str | None:
+        client = self._client
+        if client is None:
+            return "stopped"
+        try:
+            async with asyncio.timeout(self._timeout):
+                if not client.cluster.brokers():
+                    await client.bootstrap()  # raises KafkaConnectionError when none answers
+                await self._ask(client)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            return str(exc) or type(exc).__name__
+        return None
+
+
+async def _metadata(client: AIOKafkaClient) -> object:
+    return await client.fetch_all_metadata()
