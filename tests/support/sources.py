@@ -49,6 +49,12 @@ class SourceProcess:
             env=env,
         )
 
+    async def status(self, path: str) -> int:
+        """The HTTP status of ``path`` (/healthz, /readyz) on the source's --listen."""
+        url = f"http://127.0.0.1:{self.port}{path}"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            return response.status
+
     async def metric(self, name: str) -> float:
         """A metric's value (0 when not there yet or the process does not answer)."""
         try:

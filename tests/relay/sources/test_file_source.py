@@ -7,6 +7,7 @@ import signal
 from collections import Counter
 from pathlib import Path
 
+import aiohttp
 import orjson
 
 from tests.support.audit_log import LumberjackLog, identity, log_lines
@@ -70,6 +71,7 @@ async def test_rotation_mid_read_gzip_backfill_and_sigterm(
         assert headers["source"] == b"file" and headers["cluster"] == b"edge-1"
     assert await source.metric("audit_source_events_read_total") == len(lines)
     assert await source.metric("audit_source_lag_seconds") == 0
+    assert (await source.status("/healthz"), await source.status("/readyz")) == (200, 200)
     assert wait_for_exit_or_fail(source.process, signal.SIGTERM, timeout=20) == 0
 
 
@@ -164,3 +166,21 @@ async def test_a_first_start_without_from_start_begins_at_the_live_files_end(
     log.write(b"".join(lines[10:]))
     records = await read_topic(bootstrap, topic, 5, timeout=20)
     assert Counter(identity(r.value) for r in records) == Counter(map(identity, lines[10:]))
+
+
+async def test_not_ready_while_kafka_is_unreachable_without_a_spool(
+    processes: ProcessFactory, tmp_path: Path
+) -> None:
+    log = LumberjackLog(tmp_path / "audit.log")
+    down = f"127.0.0.1:{unused_port()}"
+    source = file_source(processes, down, unique_topic(), log.path, tmp_path / "cp")
+
+    async def alive() -> bool:
+        try:
+            return await source.status("/healthz") == 200
+        except aiohttp.ClientError:
+            return False
+
+    await wait_until(alive, timeout=20, what="/healthz")
+    assert await source.status("/readyz") == 503
+    assert wait_for_exit_or_fail(source.process, signal.SIGTERM, timeout=20) == 0
