@@ -20,7 +20,11 @@ COMBINATIONS = tuple(
     )
 )
 # The sources for clusters without a webhook, with the parts every installation has.
-SOURCE_BUILDS = ("base+source-file+keda", "base+source-cloudwatch+keda")
+SOURCE_BUILDS = (
+    "base+source-file+keda",
+    "base+source-cloudwatch+keda",
+    "base+source-file+source-cloudwatch+monitoring+hpa",
+)
 # The builds meant for `kubectl apply -k`: each has chosen KEDA or the HPA.
 APPLIED = (".", "overlays/quickstart", "overlays/production", *COMBINATIONS, *SOURCE_BUILDS)
 WORKLOAD_BUILDS = ("base", *APPLIED)

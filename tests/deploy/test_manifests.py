@@ -347,6 +347,7 @@ def exported_metrics() -> set[str]:
     from consumers.metrics import ConsumerMetrics
     from consumers.sinks.archive import ArchiveSettings, ArchiveSink
     from relay.metrics import RelayMetrics
+    from relay.sources.metrics import SourceMetrics
 
     suffixes = {
         "counter": ("_total",),
@@ -358,7 +359,9 @@ def exported_metrics() -> set[str]:
     # The archive sink's own metrics (lag, objects), which its alert and panels read.
     archive = CollectorRegistry()
     ArchiveSink(ArchiveSettings(StoreSettings("file:///archive"))).register_metrics(archive)
-    for registry in (RelayMetrics().registry, ConsumerMetrics().registry, archive):
+    sources = CollectorRegistry()
+    SourceMetrics(sources)
+    for registry in (RelayMetrics().registry, ConsumerMetrics().registry, archive, sources):
         for family in registry.collect():
             names.update(family.name + suffix for suffix in suffixes[family.type])
     return names
@@ -372,7 +375,7 @@ def test_alerts_and_scrapes_match_what_the_programs_export() -> None:
     for group in rules["spec"]["groups"]:
         for rule in group["rules"]:
             text = rule["expr"] + " ".join(rule["annotations"].values())
-            used.update(re.findall(r"\b(?:relay|audit_consumer)_[a-z0-9_]+\b", text))
+            used.update(re.findall(r"\b(?:relay|audit_consumer|audit_source)_[a-z0-9_]+\b", text))
     assert used, "no alert uses the programs' metrics"
     assert used <= exported, f"not exported: {sorted(used - exported)}"
     alerts = {rule["alert"] for group in rules["spec"]["groups"] for rule in group["rules"]}
@@ -385,7 +388,7 @@ def test_alerts_and_scrapes_match_what_the_programs_export() -> None:
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {
         p["name"] for p in service["spec"]["ports"]
     }
-    (pod_monitor,) = of_kind(objects, "PodMonitor")
+    pod_monitor = named(objects, "PodMonitor", "audit-consumer")
     for workload, container in our_containers(objects):
         if container["command"][0] == "audit-consumer":
             labels = workload["spec"]["template"]["metadata"]["labels"]

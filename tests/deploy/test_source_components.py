@@ -7,7 +7,7 @@ from __future__ import annotations
 from relay.sources import SOURCES
 from relay.sources.settings import build_parser
 from tests.deploy.conftest import render
-from tests.deploy.rendered import container_environment, named
+from tests.deploy.rendered import container_environment, named, of_kind, selects
 
 
 def test_the_daemonset_runs_on_control_plane_nodes_and_reads_the_log_read_only() -> None:
@@ -60,3 +60,20 @@ def test_the_cloudwatch_source_is_one_reader_with_its_own_identity_and_volume() 
     for directory in (args.checkpoint_dir, args.spool_dir):
         assert directory.startswith(state["mountPath"] + "/")
     assert args.listen[1] == container["ports"][0]["containerPort"]
+
+
+def test_the_sources_are_scraped_by_their_own_pod_monitor() -> None:
+    objects = render("base+source-file+source-cloudwatch+monitoring+hpa")
+    monitor = named(objects, "PodMonitor", "audit-source")
+    workloads = [
+        named(objects, "DaemonSet", "audit-source-file"),
+        named(objects, "StatefulSet", "audit-source-cloudwatch"),
+    ]
+    for workload in workloads:
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        for pod_monitor in of_kind(objects, "PodMonitor"):
+            scraped = selects(pod_monitor["spec"]["selector"]["matchLabels"], labels)
+            assert scraped == (pod_monitor is monitor), pod_monitor["metadata"]["name"]
+        (container,) = workload["spec"]["template"]["spec"]["containers"]
+        ports = {port["name"] for port in container["ports"]}
+        assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports
