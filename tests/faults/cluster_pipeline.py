@@ -14,7 +14,7 @@ import contextlib
 import csv
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,7 +145,8 @@ class Watch:
 
 
 class Pipeline:
-    """Load -> relay -> topic -> CSV group, for one scenario (``spool``: the relay's spool)."""
+    """Load -> relay -> topic -> CSV group, for one scenario (``spool``: the relay's spool;
+    ``relay_args``: flags of the relay's after the harness's own, which they override)."""
 
     def __init__(
         self,
@@ -156,8 +157,10 @@ class Pipeline:
         directory: Path,
         *,
         spool: bool = True,
+        relay_args: Sequence[str] = (),
     ) -> None:
         self.cluster = cluster
+        self.relay_args = relay_args
         self.http = http
         spool_dir = directory / unique_topic("spool") if spool else None
         self.relay = Relay(processes, cluster.bootstrap, spool_dir)
@@ -169,6 +172,7 @@ class Pipeline:
         self.watch = Watch(self.relay, http, self.group, cluster.answering)
         self.started = time.monotonic()
         self.first_ack_s: list[float] = []
+        self.metrics: dict[str, float] = {}  # the relay's, read by ``finish``
 
     @property
     def topics(self) -> list[str]:
@@ -176,7 +180,7 @@ class Pipeline:
 
     async def start(self) -> None:
         """Relay connected (its topics created), its consumer group and load running."""
-        await self.relay.start(self.http, *REPLICATION)
+        await self.relay.start(self.http, *REPLICATION, *self.relay_args)
         # Ready with a spool means taking requests, not connected: what the load sends before
         # the first producer is in place would count as spooled by the fault.
         await self.relay.wait_kafka_connected(self.http, True, timeout=30)
@@ -205,7 +209,7 @@ class Pipeline:
         await self.tally.read_delivered(self.cluster.bootstrap, self.relay.topic)
         await self.group.wait_committed(3, timeout=90)
         written = self.group.written()
-        metrics = await self.relay.metrics(self.http)
+        metrics = self.metrics = await self.relay.metrics(self.http)
         tally = self.tally
         first_ack = max(self.first_ack_s, default=0.0)
         if HEADER not in RESULTS:

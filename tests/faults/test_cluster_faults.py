@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -30,6 +30,7 @@ pytestmark = pytest.mark.integration
 LAG_MS = 10_000  # replica.lag.time.max.ms: a follower silent this long leaves the ISR
 MIN_INSYNC = 2
 ACK_TIMEOUT_S = 3  # the harness relay's --ack-timeout
+SLOW_FOLLOWER_ACK_TIMEOUT_S = 25  # over 1.5 x LAG_MS, under the apiserver's 30 s
 # A bound on recovery, not a timing: the apiserver drops a batch after 1.5 to 4 minutes.
 RECOVERY_WITHIN_S = 60
 
@@ -55,8 +56,10 @@ def make_pipeline(
 ) -> MakePipeline:
     """Pipelines on the module's cluster: ``make_pipeline(scenario, spool=True)``."""
 
-    def make(scenario: str, *, spool: bool = True) -> Pipeline:
-        return Pipeline(scenario, cluster, processes, http, tmp_path, spool=spool)
+    def make(scenario: str, *, spool: bool = True, relay_args: Sequence[str] = ()) -> Pipeline:
+        return Pipeline(
+            scenario, cluster, processes, http, tmp_path, spool=spool, relay_args=relay_args
+        )
 
     return make
 
@@ -126,7 +129,11 @@ async def test_one_follower_frozen_for_longer_than_the_replica_lag_then_thawed(
 ) -> None:
     """SIGSTOP of a broker that leads nothing the relay or the group uses: acks=all waits
     for it until the leaders drop it from the ISR (after ``replica.lag.time.max.ms``)."""
-    pipeline = make_pipeline("follower frozen 20 s")
+    # An ack timeout above the time the leaders take to drop the follower from the ISR (they
+    # look every replica.lag.time.max.ms / 2): slow, not down, so nothing is given up or resent.
+    pipeline = make_pipeline(
+        "follower frozen 20 s", relay_args=("--ack-timeout", str(SLOW_FOLLOWER_ACK_TIMEOUT_S))
+    )
     coordinator = await cluster.group_coordinator()
     frozen = next(b for b in reversed(cluster.brokers) if b.node_id != coordinator)
     leaders = [b.node_id for b in cluster.brokers if b is not frozen]
@@ -142,6 +149,9 @@ async def test_one_follower_frozen_for_longer_than_the_replica_lag_then_thawed(
     frozen.resume()
     await recover(cluster, pipeline, time.time())
     await finish_with_every_answer_200(pipeline)
+    assert pipeline.metrics["relay_kafka_producer_restarts_total"] == 0
+    assert pipeline.metrics["relay_records_resent_total"] == 0
+    assert pipeline.metrics["relay_events_spooled_total"] == 0
 
 
 @pytest.mark.timeout(300)
