@@ -49,9 +49,11 @@ RECORD_ERRORS = (
     CorruptRecordException,
 )
 # Reconnect delays: doubling from the first to the longest, each cut by up to half at random so
-# that many processes do not knock on a returning broker in step.
+# that many processes do not knock on a returning broker in step. The longest is Kafka's own
+# clients' reconnect.backoff.max.ms: every second of delay once the cluster is writable again
+# is a second of 503s (a cluster test found up to 6 s of them with 5 s).
 FIRST_CONNECT_DELAY = 0.25
-MAX_CONNECT_DELAY = 5.0
+MAX_CONNECT_DELAY = 1.0
 _PARTITIONER = DefaultPartitioner()
 
 
