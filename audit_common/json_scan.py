@@ -25,8 +25,9 @@ import orjson
 from audit_common.errors import PayloadTooLarge
 
 # A string (any byte but an unescaped quote or backslash; its content is checked per item), a
-# structural character, or a quote no string closes (a torn body).
-_LEXEME = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|[{}\[\],:"]', re.DOTALL)
+# structural character, or a quote no string closes (a torn body). Also the relay's scan of
+# what it withholds (``relay.events.dead_letters``).
+LEXEME = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|[{}\[\],:"]', re.DOTALL)
 # One token of JSON (RFC 8259) after insignificant whitespace: 1 a string, 2 a structural
 # character, 3 a number or literal. Any byte >= 0x20 may be in a string, UTF-8 or not.
 _TOKEN = re.compile(
@@ -83,7 +84,7 @@ def outline(body: bytes, max_items: int) -> Outline:
     start = -1  # where the current member's value starts
     item_start = -1
     items: list[Span] | None = None
-    for match in _LEXEME.finditer(body, first):
+    for match in LEXEME.finditer(body, first):
         token = match[0]
         head = token[0]
         if found.end >= 0:

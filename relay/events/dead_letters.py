@@ -31,11 +31,9 @@ from audit_common.headers import (
     SCHEMA_VERSION_HEADER,
     TRUNCATED_FROM_BYTES,
 )
+from audit_common.json_scan import LEXEME
 from relay.events.records import DEAD_LETTER, OutboundRecord
 
-# A whole string literal (a backslash escapes any byte), a quote that starts none (the string
-# does not end: the scan stops), or a structural character. Other bytes are skipped.
-_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|["{}\[\]:,]', re.DOTALL)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _EVENT_FIELDS = frozenset({b"auditID", b"verb", b"stageTimestamp"})
 _OBJECT_REF_FIELDS = frozenset(
@@ -110,7 +108,9 @@ def event_fields(raw: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     arrays: set[int] = set()  # the shallow depths whose open container is an array
     pending: bytes | None = None  # a string that is a key if a colon follows
     after_colon = False
-    for match in _TOKEN.finditer(raw):
+    # A whole string literal, a quote that starts none (the string does not end: the scan
+    # stops), or a structural character; other bytes are skipped.
+    for match in LEXEME.finditer(raw):
         token = match.group()
         if token[:1] == b'"':
             if len(token) == 1:
