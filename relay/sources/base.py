@@ -16,7 +16,11 @@ Who calls what, and when (the runner, one call at a time):
   source resumes from any position it yielded. A source waits inside ``read`` when nothing is
   new; it raises ``audit_common.errors.AuditRelayError`` subclasses (``SourceError`` when the
   place it reads from fails for good), and retries what is temporary itself, counting it with
-  ``on_error``.
+  ``on_error``. The runner closes the iterator (``aclose``) when it stops, so a source that
+  owns a client opens it inside ``read`` with ``async with``.
+- ``acknowledge(position)`` after each chunk is delivered and its checkpoint file written: a
+  source whose service keeps the checkpoint (a Kafka consumer group's offsets, a subscription's
+  acks) records it there. Redelivery by the service after a crash is counted as a repeat.
 
 A position is what the source needs to resume: a JSON object, kept by the runner in the
 checkpoint file under ``--checkpoint-dir``.
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import abc
 import argparse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -67,5 +71,10 @@ class Source(abc.ABC):
         """Build the source from parsed flags, without I/O. Raises ConfigError."""
 
     @abc.abstractmethod
-    def read(self, position: Position | None, on_error: OnError) -> AsyncIterator[Chunk]:
+    def read(self, position: Position | None, on_error: OnError) -> AsyncGenerator[Chunk, None]:
         """The chunks from ``position`` on (from the source's start when None), without end."""
+
+    async def acknowledge(self, position: Position) -> None:  # noqa: B027 - optional hook
+        """Record in the service that everything up to ``position`` is delivered; nothing for a
+        source whose checkpoint file is enough. Called by the runner only from inside ``read``'s
+        lifetime. Raises ``SourceError`` only when acknowledging can never succeed."""

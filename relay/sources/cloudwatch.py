@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any, ClassVar
@@ -130,7 +130,9 @@ class CloudWatchSource(Source):
             poll_interval=args.poll_interval,
         )
 
-    async def read(self, position: Position | None, on_error: OnError) -> AsyncIterator[Chunk]:
+    async def read(
+        self, position: Position | None, on_error: OnError
+    ) -> AsyncGenerator[Chunk, None]:
         # Streams: name -> {"token": GetLogEvents' next forward token} or {"start": ms}.
         streams: dict[str, dict[str, Any]] = dict((position or {}).get("streams", {}))
         # On a first start without --from-start, what is already there is skipped; streams

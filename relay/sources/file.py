@@ -24,7 +24,7 @@ import io
 import logging
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -168,7 +168,9 @@ class FileSource(Source):
             raise ConfigError("audit-source file needs --path (the apiserver's --audit-log-path)")
         return cls(Path(args.path), args.from_start, args.poll_interval)
 
-    async def read(self, position: Position | None, on_error: OnError) -> AsyncIterator[Chunk]:
+    async def read(
+        self, position: Position | None, on_error: OnError
+    ) -> AsyncGenerator[Chunk, None]:
         while True:
             reader = await self._open_next(position)
             if reader is None:

@@ -86,12 +86,17 @@ class SourceRunner:
             )
         state.reading = True
         position = saved.position
-        async for chunk in self.source.read(position, self._count_error):
-            # Shielded: a stop lets the chunk under way finish, then its checkpoint is recorded.
-            self.delivering = asyncio.ensure_future(self.deliver_chunk(position, chunk))
-            await asyncio.shield(self.delivering)
-            self.delivering = None
-            position = chunk.position
+        chunks = self.source.read(position, self._count_error)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                if state.stopping:  # read while the last chunk was finishing: read again later
+                    return
+                # Shielded: a stop lets the chunk under way finish and be acknowledged while the
+                # source is still open; only then is the reading cancelled (``run_source``).
+                self.delivering = asyncio.ensure_future(self.deliver_chunk(position, chunk))
+                await asyncio.shield(self.delivering)
+                self.delivering = None
+                position = chunk.position
 
     async def deliver_chunk(self, previous: Position | None, chunk: Chunk) -> None:
         """Deliver one chunk and record its position. Called by ``run`` for each chunk."""
@@ -119,6 +124,7 @@ class SourceRunner:
         elif chunk.caught_up:
             source_metrics.lag.set(0)
         self.checkpoints.save(Checkpoint(chunk.position))
+        await self.source.acknowledge(chunk.position)
         source_metrics.checkpointed()
 
     async def finish_delivering(self) -> bool:
@@ -264,11 +270,11 @@ async def run_source(settings: SourceSettings, source: Source, stop: asyncio.Eve
             await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
             state.stopping = True
             if not reading.done():
+                if runner.delivering is not None and not await runner.finish_delivering():
+                    status = exit_status.KAFKA_UNAVAILABLE
                 reading.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reading
-                if runner.delivering is not None and not await runner.finish_delivering():
-                    status = exit_status.KAFKA_UNAVAILABLE
             else:
                 reading.result()  # raises what stopped the source
         except AuditRelayError as exc:
