@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
 
-from tests.support.net import unused_port
+from tests.support.audit_log import identity
+from tests.support.kafka import read_topic, topic_size
+from tests.support.net import unused_port, wait_until
 from tests.support.processes import Process, ProcessFactory
 
 
@@ -67,3 +70,24 @@ class SourceProcess:
             if line.startswith(name + " "):
                 return float(line.split()[1])
         return 0.0
+
+
+async def read_each_event(
+    bootstrap: str, topic: str, lines: list[bytes], *, timeout: float
+) -> Counter[tuple[str, str]]:
+    """How many times each event (``identity``) is in ``topic`` once every one of ``lines`` is
+    there: after a crash some are there twice, so a count of records alone would end early."""
+    expected = set(map(identity, lines))
+    read: Counter[tuple[str, str]] = Counter()
+
+    async def all_there() -> bool:
+        nonlocal read
+        size = await topic_size(bootstrap, topic)
+        if size < len(expected):
+            return False
+        records = await read_topic(bootstrap, topic, size)
+        read = Counter(identity(record.value) for record in records)
+        return expected <= read.keys()
+
+    await wait_until(all_there, timeout=timeout, what=f"each of {len(expected)} events in {topic}")
+    return read

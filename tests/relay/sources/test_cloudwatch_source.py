@@ -23,7 +23,7 @@ from tests.support.audit_log import identity, log_lines
 from tests.support.kafka import read_topic, topic_size, unique_topic
 from tests.support.net import unused_port, wait_until
 from tests.support.processes import ProcessFactory, wait_for_exit_or_fail
-from tests.support.sources import SourceProcess
+from tests.support.sources import SourceProcess, read_each_event
 
 GROUP = "/aws/eks/edge-1/cluster"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -114,6 +114,41 @@ async def test_streams_read_resumed_per_stream_and_new_ones_picked_up(
     await wait_until(lambda: len(rows()) >= len(lines), timeout=30, what="the CSV rows")
     assert Counter((row[0], row[1]) for row in rows()) == Counter(map(identity, lines))
     assert {row[2] for row in rows()} == {"edge-1"}
+
+
+async def test_sigkill_while_streams_grow_and_restart_lose_nothing(
+    kafka_bootstrap: str,
+    processes: ProcessFactory,
+    tmp_path: Path,
+    cloudwatch: tuple[str, Any],
+) -> None:
+    """Killed while EKS keeps putting events into two streams, restarted from the per-stream
+    tokens: every event reaches Kafka, and the repeats are no more than the metric counts."""
+    endpoint, client = cloudwatch
+    bootstrap, topic = kafka_bootstrap, unique_topic()
+    client.create_log_group(logGroupName=GROUP)
+    streams = ("kube-apiserver-audit-a", "kube-apiserver-audit-b")
+    for stream in streams:
+        client.create_log_stream(logGroupName=GROUP, logStreamName=stream)
+    lines = log_lines(2400, seed=8)
+    batches = [lines[start : start + 100] for start in range(0, len(lines), 100)]
+    args = (processes, bootstrap, topic, tmp_path / "cp", endpoint)
+    first = cloudwatch_source(*args)
+    for number, batch in enumerate(batches[:12]):
+        put(client, streams[number % 2], batch)
+    await wait_until(lambda: topic_size(bootstrap, topic), timeout=20, what="first events")
+    first.process.signal(signal.SIGKILL)
+    first.process.wait(10)
+    for number, batch in enumerate(batches[12:18]):
+        put(client, streams[number % 2], batch)
+    second = cloudwatch_source(*args)
+    for number, batch in enumerate(batches[18:]):
+        put(client, streams[number % 2], batch)
+    read = await read_each_event(bootstrap, topic, lines, timeout=40)
+    assert set(read) == set(map(identity, lines))
+    repeats = sum(read.values()) - len(set(read))
+    assert repeats <= await second.metric("audit_source_events_repeated_total")
+    assert wait_for_exit_or_fail(second.process, signal.SIGTERM, timeout=20) == 0
 
 
 def throttled() -> ClientError:
