@@ -11,6 +11,10 @@ whole response (tens to hundreds of KB). Each cluster has its own nodes, namespa
 The levels and stages are those deploy/apiserver/audit-policy.yaml gives such requests (exec's
 ResponseStarted and ResponseComplete, ConfigMap writes at Request), and beyond it what a broader
 policy logs: Secret bodies, lease renewals, controllers' reads and whole list responses.
+
+This module holds the scenarios and how often each happens; ``audit_common.sample_cluster`` the
+cast of a cluster and the event and objects a scenario is written with. ``sample_events`` is
+called by the tools above and by tests; it raises nothing.
 """
 
 from __future__ import annotations
@@ -19,190 +23,27 @@ import base64
 import copy
 import json
 import random
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from audit_common.sample_cluster import (
+    NAMESPACES,
+    Cluster,
+    User,
+    audit_event,
+    object_metadata,
+    pod_object,
+    stamp,
+)
+
 CLUSTERS = ("prod-eu", "prod-us", "staging")
 API_VERSION = "audit.k8s.io/v1"
-_KUBECTL = "kubectl/v1.31.2 (linux/amd64) kubernetes/5864a46"
-_CONTROLLER = (
-    "kube-controller-manager/v1.31.2 (linux/amd64) kubernetes/5864a46/"
-    "system:serviceaccount:kube-system:{name}"
-)
-_NAMESPACES = ("default", "payments", "checkout", "search", "monitoring", "argocd", "kube-system")
-_PEOPLE = ("alice", "bob", "carol", "dmitri", "erin", "farah")
-_TEAMS = ("dev", "sre", "data")
-_IMAGES = ("nginx:1.27", "ghcr.io/acme/payments:4.2.0", "redis:7.4", "busybox:1.36")
 
 
-@dataclass(frozen=True)
-class _User:
-    username: str
-    groups: tuple[str, ...]
-    user_agent: str
-    source_ip: str
-
-    def as_json(self, uid: str) -> dict[str, Any]:
-        return {"username": self.username, "uid": uid, "groups": list(self.groups)}
-
-
-class _Cluster:
-    """One cluster's cast: its nodes, namespaces, people, service accounts, and a clock."""
-
-    def __init__(self, name: str, rng: random.Random, start: datetime) -> None:
-        self.name = name
-        self.rng = rng
-        self.now = start
-        self.nodes = [f"{name}-node-{n}" for n in range(1, 7)]
-        tail = rng.randint(10, 250)
-        self.people = [
-            _User(
-                f"{person}@{name}.example.com",
-                ("system:authenticated", f"team:{rng.choice(_TEAMS)}"),
-                _KUBECTL,
-                f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{tail}",
-            )
-            for person in _PEOPLE
-        ]
-        self.controllers = [
-            _User(
-                f"system:serviceaccount:kube-system:{sa}",
-                ("system:serviceaccounts", "system:serviceaccounts:kube-system"),
-                _CONTROLLER.format(name=sa),
-                "172.20.0.10",
-            )
-            for sa in ("replicaset-controller", "deployment-controller", "endpoint-controller")
-        ]
-        self.apps = [
-            _User(
-                f"system:serviceaccount:{namespace}:{sa}",
-                ("system:serviceaccounts", f"system:serviceaccounts:{namespace}"),
-                agent,
-                f"10.244.{rng.randint(0, 63)}.{rng.randint(2, 250)}",
-            )
-            for namespace, sa, agent in (
-                ("argocd", "argocd-application-controller", "argocd-application-controller/v2.12"),
-                ("monitoring", "prometheus", "Prometheus/2.54.1"),
-                ("payments", "default", "python-requests/2.32"),
-            )
-        ]
-
-    def tick(self) -> tuple[str, str]:
-        """The request's received and stage timestamps, a few milliseconds apart."""
-        self.now += timedelta(milliseconds=self.rng.randint(1, 40))
-        received = self.now
-        stage = received + timedelta(microseconds=self.rng.randint(300, 90_000))
-        return _stamp(received), _stamp(stage)
-
-    def uid(self) -> str:
-        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-
-    def node_user(self) -> _User:
-        node = self.rng.choice(self.nodes)
-        return _User(f"system:node:{node}", ("system:nodes",), "kubelet/v1.31.2", "10.0.1.17")
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _event(
-    cluster: _Cluster,
-    user: _User,
-    verb: str,
-    uri: str,
-    ref: dict[str, str],
-    *,
-    level: str = "Metadata",
-    code: int = 200,
-    request: Any = None,
-    response: Any = None,
-    stage: str = "ResponseComplete",
-) -> dict[str, Any]:
-    received, staged = cluster.tick()
-    event: dict[str, Any] = {
-        "level": level,
-        "auditID": cluster.uid(),
-        "stage": stage,
-        "requestURI": uri,
-        "verb": verb,
-        "user": user.as_json(cluster.uid()),
-        "sourceIPs": [user.source_ip],
-        "userAgent": user.user_agent,
-        "objectRef": ref,
-        "responseStatus": {"metadata": {}, "code": code},
-    }
-    if code >= 400:
-        event["responseStatus"].update(status="Failure", reason="Forbidden")
-    if request is not None and level in ("Request", "RequestResponse"):
-        event["requestObject"] = request
-    if response is not None and level == "RequestResponse":
-        event["responseObject"] = response
-    event["requestReceivedTimestamp"] = received
-    event["stageTimestamp"] = staged
-    if code == 403:
-        event["annotations"] = {"authorization.k8s.io/decision": "forbid"}
-    else:
-        role = "edit" if user.username.endswith(".example.com") else "system:controller"
-        event["annotations"] = {
-            "authorization.k8s.io/decision": "allow",
-            "authorization.k8s.io/reason": f'RBAC: allowed by ClusterRoleBinding "{role}" of '
-            f'ClusterRole "{role}" to User "{user.username}"',
-        }
-    return event
-
-
-def _metadata(cluster: _Cluster, name: str, namespace: str | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "name": name,
-        "uid": cluster.uid(),
-        "resourceVersion": str(cluster.rng.randint(10**6, 10**8)),
-        "creationTimestamp": (cluster.now - timedelta(days=cluster.rng.randint(0, 90))).strftime(
-            "%Y-%m-%dT%H:%M:%SZ"
-        ),
-        "labels": {"app.kubernetes.io/name": name.split("-")[0]},
-    }
-    if namespace:
-        meta["namespace"] = namespace
-    return meta
-
-
-def _pod(cluster: _Cluster, namespace: str, *, privileged: bool = False) -> dict[str, Any]:
-    rng = cluster.rng
-    name = f"{rng.choice(('web', 'api', 'worker', 'cache'))}-{rng.getrandbits(40):010x}"[:20]
-    container: dict[str, Any] = {
-        "name": name.split("-")[0],
-        "image": rng.choice(_IMAGES),
-        "ports": [{"containerPort": rng.choice((80, 8080, 6379)), "protocol": "TCP"}],
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-    }
-    spec: dict[str, Any] = {
-        "containers": [container],
-        "serviceAccountName": "default",
-        "nodeName": rng.choice(cluster.nodes),
-    }
-    if privileged:
-        container["securityContext"] = {"privileged": True}
-        spec.update(hostPID=True, hostNetwork=True)
-        spec["volumes"] = [{"name": "root", "hostPath": {"path": "/", "type": "Directory"}}]
-    return {
-        "kind": "Pod",
-        "apiVersion": "v1",
-        "metadata": _metadata(cluster, name, namespace),
-        "spec": spec,
-        "status": {
-            "phase": "Running",
-            "podIP": f"10.244.{rng.randint(0, 63)}.{rng.randint(2, 250)}",
-        },
-    }
-
-
-def _controller_read(cluster: _Cluster) -> dict[str, Any]:
+def _controller_read(cluster: Cluster) -> dict[str, Any]:
     user = cluster.rng.choice(cluster.controllers)
-    namespace = cluster.rng.choice(_NAMESPACES)
+    namespace = cluster.rng.choice(NAMESPACES)
     resource = cluster.rng.choice(("pods", "endpoints", "replicasets", "configmaps"))
     verb = cluster.rng.choice(("get", "list", "watch"))
     uri = f"/api/v1/namespaces/{namespace}/{resource}"
@@ -210,10 +51,10 @@ def _controller_read(cluster: _Cluster) -> dict[str, Any]:
         uri += "?allowWatchBookmarks=true&resourceVersion=8675309&watch=true"
     ref = {"resource": resource, "namespace": namespace, "apiVersion": "v1"}
     stage = "ResponseStarted" if verb == "watch" else "ResponseComplete"
-    return _event(cluster, user, verb, uri, ref, stage=stage)
+    return audit_event(cluster, user, verb, uri, ref, stage=stage)
 
 
-def _lease_renewal(cluster: _Cluster) -> dict[str, Any]:
+def _lease_renewal(cluster: Cluster) -> dict[str, Any]:
     user = cluster.node_user()
     node = user.username.removeprefix("system:node:")
     ref = {
@@ -224,26 +65,26 @@ def _lease_renewal(cluster: _Cluster) -> dict[str, Any]:
         "apiVersion": "v1",
     }
     uri = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}?timeout=10s"
-    return _event(cluster, user, "update", uri, ref)
+    return audit_event(cluster, user, "update", uri, ref)
 
 
-def _person_reads_pods(cluster: _Cluster) -> dict[str, Any]:
+def _person_reads_pods(cluster: Cluster) -> dict[str, Any]:
     user = cluster.rng.choice(cluster.people)
-    namespace = cluster.rng.choice(_NAMESPACES)
+    namespace = cluster.rng.choice(NAMESPACES)
     ref = {"resource": "pods", "namespace": namespace, "apiVersion": "v1"}
-    return _event(cluster, user, "list", f"/api/v1/namespaces/{namespace}/pods?limit=500", ref)
+    return audit_event(cluster, user, "list", f"/api/v1/namespaces/{namespace}/pods?limit=500", ref)
 
 
-def _apply_deployment(cluster: _Cluster) -> dict[str, Any]:
+def _apply_deployment(cluster: Cluster) -> dict[str, Any]:
     rng = cluster.rng
     user = rng.choice([*cluster.people, cluster.apps[0]])
-    namespace = rng.choice(_NAMESPACES[:4])
+    namespace = rng.choice(NAMESPACES[:4])
     name = rng.choice(("web", "api", "worker", "checkout"))
-    pod = _pod(cluster, namespace)
+    pod = pod_object(cluster, namespace)
     deployment: dict[str, Any] = {
         "kind": "Deployment",
         "apiVersion": "apps/v1",
-        "metadata": _metadata(cluster, name, namespace),
+        "metadata": object_metadata(cluster, name, namespace),
         "spec": {
             "replicas": rng.randint(1, 6),
             "selector": {"matchLabels": {"app": name}},
@@ -265,22 +106,22 @@ def _apply_deployment(cluster: _Cluster) -> dict[str, Any]:
     uri = f"/apis/apps/v1/namespaces/{namespace}/deployments"
     if verb != "create":
         uri += f"/{name}?fieldManager=kubectl-client-side-apply"
-    return _event(cluster, user, verb, uri, ref, level="Request", code=201, request=deployment)
+    return audit_event(cluster, user, verb, uri, ref, level="Request", code=201, request=deployment)
 
 
-def _secret(cluster: _Cluster) -> dict[str, Any]:
+def _secret(cluster: Cluster) -> dict[str, Any]:
     rng = cluster.rng
-    namespace = rng.choice(_NAMESPACES[:4])
+    namespace = rng.choice(NAMESPACES[:4])
     name = rng.choice(("db-credentials", "api-token", "tls-cert", "registry-auth"))
     ref = {"resource": "secrets", "namespace": namespace, "name": name, "apiVersion": "v1"}
     uri = f"/api/v1/namespaces/{namespace}/secrets/{name}"
     if rng.random() < 0.6:  # an application reads its Secret
-        return _event(cluster, rng.choice(cluster.apps), "get", uri, ref)
+        return audit_event(cluster, rng.choice(cluster.apps), "get", uri, ref)
     password = base64.b64encode(rng.randbytes(18)).decode()
     secret = {
         "kind": "Secret",
         "apiVersion": "v1",
-        "metadata": _metadata(cluster, name, namespace),
+        "metadata": object_metadata(cluster, name, namespace),
         "type": "Opaque",
         "data": {
             "username": base64.b64encode(b"app").decode(),
@@ -288,7 +129,7 @@ def _secret(cluster: _Cluster) -> dict[str, Any]:
         },
     }
     verb = rng.choice(("create", "update"))
-    return _event(
+    return audit_event(
         cluster,
         rng.choice(cluster.people),
         verb,
@@ -301,9 +142,9 @@ def _secret(cluster: _Cluster) -> dict[str, Any]:
     )
 
 
-def _configmap(cluster: _Cluster) -> dict[str, Any]:
+def _configmap(cluster: Cluster) -> dict[str, Any]:
     rng = cluster.rng
-    namespace = rng.choice(_NAMESPACES[:4])
+    namespace = rng.choice(NAMESPACES[:4])
     name = rng.choice(("app-config", "feature-flags", "nginx-conf"))
     data = {
         "LOG_LEVEL": rng.choice(("info", "debug")),
@@ -314,19 +155,21 @@ def _configmap(cluster: _Cluster) -> dict[str, Any]:
     configmap = {
         "kind": "ConfigMap",
         "apiVersion": "v1",
-        "metadata": _metadata(cluster, name, namespace),
+        "metadata": object_metadata(cluster, name, namespace),
         "data": data,
     }
     ref = {"resource": "configmaps", "namespace": namespace, "name": name, "apiVersion": "v1"}
     uri = f"/api/v1/namespaces/{namespace}/configmaps"
     user = rng.choice(cluster.people)
-    return _event(cluster, user, "create", uri, ref, level="Request", code=201, request=configmap)
+    return audit_event(
+        cluster, user, "create", uri, ref, level="Request", code=201, request=configmap
+    )
 
 
-def _exec(cluster: _Cluster) -> list[dict[str, Any]]:
+def _exec(cluster: Cluster) -> list[dict[str, Any]]:
     rng = cluster.rng
-    namespace = rng.choice(_NAMESPACES[:4])
-    pod = _pod(cluster, namespace)["metadata"]["name"]
+    namespace = rng.choice(NAMESPACES[:4])
+    pod = pod_object(cluster, namespace)["metadata"]["name"]
     command = rng.choice(("sh", "bash", "cat&command=/etc/passwd"))
     ref = {
         "resource": "pods",
@@ -341,16 +184,16 @@ def _exec(cluster: _Cluster) -> list[dict[str, Any]]:
     )
     # A stream is logged twice, as kube-apiserver does for long-running requests: when the
     # connection is upgraded (ResponseStarted) and when the session ends (ResponseComplete).
-    started = _event(
+    started = audit_event(
         cluster, rng.choice(cluster.people), "create", uri, ref, code=101, stage="ResponseStarted"
     )
     ended = copy.deepcopy(started)
     session = timedelta(seconds=rng.randint(5, 600))
-    ended.update(stage="ResponseComplete", stageTimestamp=_stamp(cluster.now + session))
+    ended.update(stage="ResponseComplete", stageTimestamp=stamp(cluster.now + session))
     return [started, ended]
 
 
-def _rbac_change(cluster: _Cluster) -> dict[str, Any]:
+def _rbac_change(cluster: Cluster) -> dict[str, Any]:
     rng = cluster.rng
     user = rng.choice(cluster.people)
     if rng.random() < 0.5:
@@ -386,12 +229,12 @@ def _rbac_change(cluster: _Cluster) -> dict[str, Any]:
         "apiVersion": "v1",
     }
     uri = f"/apis/rbac.authorization.k8s.io/v1/{resource}"
-    return _event(cluster, user, "create", uri, ref, level="Request", code=201, request=obj)
+    return audit_event(cluster, user, "create", uri, ref, level="Request", code=201, request=obj)
 
 
-def _large_list(cluster: _Cluster) -> dict[str, Any]:
-    namespace = cluster.rng.choice(_NAMESPACES)
-    pods = [_pod(cluster, namespace) for _ in range(cluster.rng.randint(40, 400))]
+def _large_list(cluster: Cluster) -> dict[str, Any]:
+    namespace = cluster.rng.choice(NAMESPACES)
+    pods = [pod_object(cluster, namespace) for _ in range(cluster.rng.randint(40, 400))]
     response = {
         "kind": "PodList",
         "apiVersion": "v1",
@@ -401,32 +244,32 @@ def _large_list(cluster: _Cluster) -> dict[str, Any]:
     ref = {"resource": "pods", "namespace": namespace, "apiVersion": "v1"}
     uri = f"/api/v1/namespaces/{namespace}/pods"
     user = cluster.apps[1]
-    return _event(cluster, user, "list", uri, ref, level="RequestResponse", response=response)
+    return audit_event(cluster, user, "list", uri, ref, level="RequestResponse", response=response)
 
 
-def _refused(cluster: _Cluster) -> dict[str, Any]:
-    anonymous = _User("system:anonymous", ("system:unauthenticated",), "curl/8.5.0", "203.0.113.9")
+def _refused(cluster: Cluster) -> dict[str, Any]:
+    anonymous = User("system:anonymous", ("system:unauthenticated",), "curl/8.5.0", "203.0.113.9")
     ref = {"resource": "secrets", "namespace": "kube-system", "apiVersion": "v1"}
     uri = "/api/v1/namespaces/kube-system/secrets"
-    return _event(cluster, anonymous, "list", uri, ref, code=403)
+    return audit_event(cluster, anonymous, "list", uri, ref, code=403)
 
 
-def _namespace(cluster: _Cluster) -> dict[str, Any]:
+def _namespace(cluster: Cluster) -> dict[str, Any]:
     name = f"review-{cluster.rng.getrandbits(24):06x}"
     obj = {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": name}}
     ref = {"resource": "namespaces", "name": name, "apiVersion": "v1"}
     verb = cluster.rng.choice(("create", "delete"))
     uri = "/api/v1/namespaces" + ("" if verb == "create" else f"/{name}")
     user = cluster.rng.choice([*cluster.people, cluster.apps[0]])
-    return _event(cluster, user, verb, uri, ref, level="Request", code=201, request=obj)
+    return audit_event(cluster, user, verb, uri, ref, level="Request", code=201, request=obj)
 
 
-def _nodeport_service(cluster: _Cluster) -> dict[str, Any]:
-    namespace = cluster.rng.choice(_NAMESPACES[:4])
+def _nodeport_service(cluster: Cluster) -> dict[str, Any]:
+    namespace = cluster.rng.choice(NAMESPACES[:4])
     service = {
         "kind": "Service",
         "apiVersion": "v1",
-        "metadata": _metadata(cluster, "debug-svc", namespace),
+        "metadata": object_metadata(cluster, "debug-svc", namespace),
         "spec": {
             "type": "NodePort",
             "selector": {"app": "web"},
@@ -438,21 +281,23 @@ def _nodeport_service(cluster: _Cluster) -> dict[str, Any]:
     ref = {"resource": "services", "namespace": namespace, "name": "debug-svc", "apiVersion": "v1"}
     uri = f"/api/v1/namespaces/{namespace}/services"
     user = cluster.rng.choice(cluster.people)
-    return _event(cluster, user, "create", uri, ref, level="Request", code=201, request=service)
+    return audit_event(
+        cluster, user, "create", uri, ref, level="Request", code=201, request=service
+    )
 
 
-def _privileged_pod(cluster: _Cluster) -> dict[str, Any]:
-    namespace = cluster.rng.choice(_NAMESPACES[:4])
-    pod = _pod(cluster, namespace, privileged=True)
+def _privileged_pod(cluster: Cluster) -> dict[str, Any]:
+    namespace = cluster.rng.choice(NAMESPACES[:4])
+    pod = pod_object(cluster, namespace, privileged=True)
     name = pod["metadata"]["name"]
     ref = {"resource": "pods", "namespace": namespace, "name": name, "apiVersion": "v1"}
     uri = f"/api/v1/namespaces/{namespace}/pods"
     user = cluster.rng.choice(cluster.people)
-    return _event(cluster, user, "create", uri, ref, level="Request", code=201, request=pod)
+    return audit_event(cluster, user, "create", uri, ref, level="Request", code=201, request=pod)
 
 
 # Each scenario makes one request's event, or its events (a stream's two stages).
-_Maker = Callable[[_Cluster], dict[str, Any] | list[dict[str, Any]]]
+_Maker = Callable[[Cluster], dict[str, Any] | list[dict[str, Any]]]
 _SCENARIOS: tuple[tuple[_Maker, int], ...] = (
     (_controller_read, 34),
     (_lease_renewal, 16),
@@ -479,7 +324,7 @@ def sample_events(
     ``start`` is when the first request arrives (by default a minute before now).
     """
     rng = random.Random(f"{seed}:{cluster}")
-    state = _Cluster(cluster, rng, start or datetime.now(UTC) - timedelta(minutes=1))
+    state = Cluster(cluster, rng, start or datetime.now(UTC) - timedelta(minutes=1))
     makers = [maker for maker, _ in _SCENARIOS]
     weights = [weight for _, weight in _SCENARIOS]
     events: list[dict[str, Any]] = []

@@ -26,8 +26,9 @@ OTHER = "other"
 
 
 class ClusterStats:
-    """Called by ``consumers.runner.Runner``: ``consumed`` once per fetched batch, with every
-    event decoded; ``written`` once the sink's flush returned, with the events it took."""
+    """Called by ``consumers.consume_loop.ConsumeLoop``: ``consumed`` once per fetched batch,
+    with every event decoded; ``written`` (by ``consumers.writing.SinkWriter``) once the sink's
+    flush returned, with the events it took."""
 
     def __init__(self, metrics: ConsumerMetrics) -> None:
         self._metrics = metrics

@@ -20,8 +20,9 @@ from typing import Any
 
 
 class Health:
-    """Written by ``consumers.runner.Runner`` (and ``consumers.group_lag`` for Kafka's
-    reachability), read by ``consumers.metrics.MetricsServer``; all on one event loop."""
+    """Written by ``consumers.runner.Runner`` and the parts it runs (``consumers.consume_loop``,
+    ``consumers.retrying``, ``consumers.offsets``), and by ``consumers.group_lag`` for Kafka's
+    reachability; read by ``consumers.metrics.MetricsServer``; all on one event loop."""
 
     def __init__(self, stall_timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.stall_timeout = stall_timeout

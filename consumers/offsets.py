@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class Offsets:
-    """Owned by ``consumers.runner.Runner``, which marks batches flushed and asks for commits.
+    """Made by ``consumers.runner.Runner``, which asks for the last commit at stop;
+    ``consumers.consume_loop.ConsumeLoop`` marks batches flushed and asks for commits.
 
     Commits never raise a KafkaError: a transient failure keeps the offsets for the next
     commit, a rebalance drops them (the partitions' new owner consumes from the last commit).

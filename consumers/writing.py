@@ -1,7 +1,7 @@
 """Writing a batch of events to the sink, and what does not go there to the dead-letter topic.
 
-Used by ``consumers.runner.Runner``, which retries these with backoff and decides when to write
-a batch one event at a time (``Runner._retry`` sorts the failures).
+Used by ``consumers.consume_loop.ConsumeLoop``, which retries these with backoff and decides
+when to write a batch one event at a time (``consumers.retrying.Retrier`` sorts the failures).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class SinkWriter:
-    """One consumer's sink and dead-letter topic, written with the producer the runner holds.
+    """One consumer's sink and dead-letter topic, written with the producer the loop holds.
 
     ``letter_limit`` is the dead-letter topic's ``max.message.bytes``, which the runner reads
     at start. Every method raises what the sink raises (SinkError, ConfigError, anything it did

@@ -23,8 +23,8 @@ from consumers.events import ConsumedEvent
 class Sink(abc.ABC):
     """Where one consumer group writes audit events; one instance per consumer process.
 
-    Who calls what, and when (``consumers.runner.Runner``, one call at a time, never
-    concurrently):
+    Who calls what, and when (``consumers.runner.Runner`` and its ``consumers.consume_loop``,
+    one call at a time, never concurrently):
 
     - ``open()`` once, before the first ``write``; connects or opens files.
     - ``write(events)`` with each batch of events that passed the filters, in offset order per

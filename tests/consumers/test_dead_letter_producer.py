@@ -65,7 +65,7 @@ async def test_a_broker_restart_while_letters_are_in_flight_loses_none(
     broker_factory: Callable[[], LocalBroker],
 ) -> None:
     """The broker stops (controlled shutdown) and starts while batches of letters are sent; a
-    batch that fails is sent again, as ``Runner._retry`` does. Every letter arrives."""
+    batch that fails is sent again, as ``Retrier.retry`` does. Every letter arrives."""
     broker = broker_factory()
     topic = unique_topic("dead-letters")
     await create_topic(broker.bootstrap, topic, 3)
