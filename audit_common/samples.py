@@ -38,7 +38,6 @@ from audit_common.sample_cluster import (
 )
 
 CLUSTERS = ("prod-eu", "prod-us", "staging")
-API_VERSION = "audit.k8s.io/v1"
 
 
 def _controller_read(cluster: Cluster) -> dict[str, Any]:
