@@ -10,108 +10,44 @@ import signal
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from audit_common.kafka_connection import KafkaConnection
 from tests.support.audit_log import identity, log_lines
+from tests.support.eventhubs import (
+    CONNECTION,
+    aks,
+    documents,
+    event_hubs_broker,
+    put,
+    source_flags,
+)
 from tests.support.events import carries_secret_values
 from tests.support.kafka import (
     LocalBroker,
-    SaslSslListener,
     committed_and_end,
     create_topic,
     read_topic,
     topic_size,
     unique_topic,
 )
-from tests.support.net import unused_port, unused_port_pair, wait_until
+from tests.support.net import wait_until
 from tests.support.processes import ProcessFactory, wait_for_exit_or_fail
 from tests.support.sources import SourceProcess
 
-# A namespace's policy (no EntityPath): the hub is named by --eventhub.
-CONNECTION = (
-    "Endpoint=sb://aks-audit.servicebus.windows.net/;SharedAccessKeyName=audit-source;"
-    "SharedAccessKey=bG9jYWwtdGVzdC1rZXktb2YtdGhlLXBvbGljeQ=="
-)
 PARTITIONS = 3
-OTHER_CATEGORIES = ("kube-apiserver", "guard", "cluster-autoscaler", "kube-controller-manager")
 
 
 @pytest.fixture(scope="module")
 def event_hubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
-    """A broker whose SASL_SSL listener plays Event Hubs' Kafka endpoint; its PLAINTEXT
-    listener serves the tests' admin calls."""
-    directory = tmp_path_factory.mktemp("eventhubs")
-    port = unused_port_pair()
-    sasl_port = unused_port()
-    while sasl_port in (port, port + 1):
-        sasl_port = unused_port()
-    listener = SaslSslListener(sasl_port, {"$ConnectionString": CONNECTION}, directory / "tls")
-    broker = LocalBroker(port, directory / "kafka", sasl_ssl=listener)
+    """A broker whose SASL_SSL listener plays Event Hubs' Kafka endpoint."""
+    broker = event_hubs_broker(tmp_path_factory.mktemp("eventhubs"))
     broker.start()
     try:
         yield broker
     finally:
         broker.stop()
-
-
-def listener_of(broker: LocalBroker) -> SaslSslListener:
-    assert broker.sasl_ssl is not None
-    return broker.sasl_ssl
-
-
-def aks(category: str, log: str) -> dict[str, Any]:
-    """One record of a diagnostic-settings document, as AKS writes it."""
-    return {
-        "time": "2026-12-08T01:02:03.4567890Z",
-        "resourceId": "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/RESOURCEGROUPS/RG"
-        "/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/EDGE-1",
-        "category": category,
-        "operationName": "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
-        "properties": {"log": log, "stream": "stdout", "pod": "kube-apiserver-6c9d8f7b5-q4x2m"},
-    }
-
-
-def documents(lines: list[bytes], per_document: int, *, others: int = 0) -> list[bytes]:
-    """Documents of ``per_document`` audit records each (kube-audit and kube-audit-admin in
-    turn), the first ``others`` documents each with one record of another category too."""
-    made = []
-    for number, start in enumerate(range(0, len(lines), per_document)):
-        records = [
-            aks(("kube-audit", "kube-audit-admin")[index % 2], line.decode().rstrip("\n"))
-            for index, line in enumerate(lines[start : start + per_document])
-        ]
-        if number < others:
-            other = OTHER_CATEGORIES[number % len(OTHER_CATEGORIES)]
-            records.insert(number % len(records), aks(other, f"I1208 01:02:03 {number} info"))
-        made.append(orjson.dumps({"records": records}))
-    return made
-
-
-async def put(broker: LocalBroker, hub: str, values: list[bytes]) -> None:
-    """Write ``values`` to the hub through the SASL_SSL listener, round robin over its
-    partitions, as a diagnostic setting does."""
-    listener = listener_of(broker)
-    connection = KafkaConnection(
-        bootstrap=listener.bootstrap,
-        tls=True,
-        tls_ca_file=str(listener.ca_file),
-        sasl_mechanism="PLAIN",
-        sasl_username="$ConnectionString",
-        sasl_password=CONNECTION,
-    )
-    producer = AIOKafkaProducer(max_request_size=4 << 20, **connection.client_kwargs())
-    await producer.start()
-    try:
-        for index, value in enumerate(values):
-            await producer.send(hub, value, partition=index % PARTITIONS)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 async def new_hub(broker: LocalBroker) -> str:
@@ -130,15 +66,9 @@ def eventhubs_source(
     *,
     connection: str = CONNECTION,
 ) -> SourceProcess:
-    listener = listener_of(broker)
     secret = checkpoints.parent / f"connection-{checkpoints.name}"
-    secret.write_text(connection + "\n")
-    return SourceProcess(
-        processes, bootstrap, topic, checkpoints, "eventhubs",
-        "--connection-string-file", str(secret), "--eventhub", hub,
-        "--consumer-group", f"audit-{hub}", "--eventhubs-bootstrap", listener.bootstrap,
-        "--eventhubs-ca-file", str(listener.ca_file), "--from-start",
-    )  # fmt: skip
+    flags = source_flags(broker, hub, secret, connection)
+    return SourceProcess(processes, bootstrap, topic, checkpoints, *flags, "--from-start")
 
 
 async def test_audit_records_delivered_others_skipped_malformed_dead_lettered_and_committed(
@@ -154,7 +84,7 @@ async def test_audit_records_delivered_others_skipped_malformed_dead_lettered_an
     broken = orjson.dumps({"records": [aks("kube-audit", "I1208 not an audit event")]})
     values = documents(lines[:200], 7, others=12)
     values += [b"not json {", broken, b'{"no": "records"}', *documents(lines[200:], 13)]
-    await put(event_hubs, hub, values)
+    await put(event_hubs, hub, values, PARTITIONS)
     source = eventhubs_source(processes, bootstrap, topic, tmp_path / "cp", event_hubs, hub)
 
     records = await read_topic(bootstrap, topic, len(lines), timeout=60)
@@ -208,7 +138,7 @@ async def test_sigkill_and_restart_lose_nothing_and_count_repeats(
     hub = await new_hub(event_hubs)
     lines = log_lines(6000, seed=27)
     first_values = documents(lines[:4500], 30)
-    await put(event_hubs, hub, first_values)
+    await put(event_hubs, hub, first_values, PARTITIONS)
     args = (processes, bootstrap, topic, tmp_path / "cp", event_hubs, hub)
     first = eventhubs_source(*args)
     await wait_until(lambda: topic_size(bootstrap, topic), timeout=30, what="first events")
@@ -216,7 +146,7 @@ async def test_sigkill_and_restart_lose_nothing_and_count_repeats(
     first.process.wait(10)
     delivered_before = await topic_size(bootstrap, topic)
     later_values = documents(lines[4500:], 30)
-    await put(event_hubs, hub, later_values)
+    await put(event_hubs, hub, later_values, PARTITIONS)
 
     second = eventhubs_source(*args)
     records = await read_topic(bootstrap, topic, len(lines), timeout=60)
