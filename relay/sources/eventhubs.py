@@ -157,8 +157,8 @@ class EventHubsSource(Source):
         self, position: Position | None, on_error: OnError
     ) -> AsyncGenerator[Chunk, None]:
         self._on_error = on_error
-        # What the checkpoint file says was delivered: reading below it again is a repeat.
-        delivered = offsets_of(position)
+        # What the checkpoint file says was delivered of this hub: reading it again is a repeat.
+        delivered = offsets_of(position) if (position or {}).get("hub") == self.hub else {}
         # A partition the group never committed: its end on a true first start only.
         reset = "earliest" if self.from_start or position is not None else "latest"
         consumer = AIOKafkaConsumer(
@@ -200,7 +200,10 @@ class EventHubsSource(Source):
                 self._settled.clear()
                 yield Chunk(
                     items,
-                    {"offsets": {str(p): o for p, o in sorted(self._offsets.items())}},
+                    {
+                        "hub": self.hub,
+                        "offsets": {str(p): o for p, o in sorted(self._offsets.items())},
+                    },
                     None if caught_up else time.time(),
                     caught_up=caught_up,
                     skipped=skipped,

@@ -250,3 +250,16 @@ async def committed_and_end(
         return sum(committed), sum(ends.values())
     finally:
         await consumer.stop()
+
+
+async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
+    """A consumer group's state ("Stable", "PreparingRebalance"...) and its member count."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    # DescribeGroups' group: error_code, group_id, state, protocol_type, protocol, members...
+    description = response.groups[0]
+    return description[2], len(description[5])

@@ -28,6 +28,7 @@ from tests.support.kafka import (
     LocalBroker,
     committed_and_end,
     create_topic,
+    group_state,
     read_topic,
     topic_size,
     unique_topic,
@@ -163,6 +164,44 @@ async def test_sigkill_and_restart_lose_nothing_and_count_repeats(
         return committed == end == len(first_values) + len(later_values)
 
     await wait_until(committed_to_the_end, timeout=20, what="the group's offsets at the end")
+
+
+async def test_two_replicas_in_one_group_split_the_partitions_and_deliver_everything(
+    kafka_bootstrap: str, processes: ProcessFactory, tmp_path: Path, event_hubs: LocalBroker
+) -> None:
+    """A second replica joins the group mid-read (a rebalance), then the first stops: both
+    read a share, every event reaches Kafka (a repeat only where a commit was lost to the
+    rebalance), and the group ends committed at the hub's end."""
+    bootstrap, topic = kafka_bootstrap, unique_topic()
+    hub = await new_hub(event_hubs)
+    lines = log_lines(3000, seed=28)
+    values = documents(lines[:1500], 10)
+    await put(event_hubs, hub, values, PARTITIONS)
+    first = eventhubs_source(processes, bootstrap, topic, tmp_path / "cp-1", event_hubs, hub)
+    await wait_until(lambda: topic_size(bootstrap, topic), timeout=30, what="first events")
+    second = eventhubs_source(processes, bootstrap, topic, tmp_path / "cp-2", event_hubs, hub)
+
+    async def both_members() -> bool:
+        return await group_state(event_hubs.bootstrap, f"audit-{hub}") == ("Stable", 2)
+
+    await wait_until(both_members, timeout=30, what="a group of two, its partitions split")
+    later = documents(lines[1500:], 10)
+    await put(event_hubs, hub, later, PARTITIONS)
+    await read_topic(bootstrap, topic, len(lines), timeout=60)
+    for replica in (first, second):
+        assert await replica.metric("audit_source_events_read_total") > 0
+    assert wait_for_exit_or_fail(first.process, signal.SIGTERM, timeout=20) == 0
+    records = await read_topic(bootstrap, topic, len(lines), timeout=60)
+    read = Counter(identity(record.value) for record in records)
+    assert set(read) == set(map(identity, lines))
+
+    async def committed_to_the_end() -> bool:
+        committed, end = await committed_and_end(
+            event_hubs.bootstrap, f"audit-{hub}", hub, PARTITIONS
+        )
+        return committed == end == len(values) + len(later)
+
+    await wait_until(committed_to_the_end, timeout=30, what="the group's offsets at the end")
 
 
 async def test_a_wrong_connection_string_stops_the_source_with_a_message(
