@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
 
-from tests.support.net import unused_port
+from tests.support.audit_log import identity
+from tests.support.kafka import read_topic
+from tests.support.net import unused_port, wait_until
 from tests.support.processes import Process, ProcessFactory
 
 
@@ -67,3 +71,36 @@ class SourceProcess:
             if line.startswith(name + " "):
                 return float(line.split()[1])
         return 0.0
+
+
+async def assert_through_a_csv_group(
+    processes: ProcessFactory, bootstrap: str, topic: str, output: Path, lines: list[bytes]
+) -> None:
+    """Through a CSV consumer group unchanged: one row per event of ``lines``, each with the
+    source's cluster (``edge-1``)."""
+    processes.start(
+        "consumers", "--sink", "csv", "--kafka-bootstrap", bootstrap, "--group", f"g-{topic}",
+        "--topic", topic, "--output", str(output), "--csv-columns", "auditID,stage,cluster",
+    )  # fmt: skip
+
+    def rows() -> list[list[str]]:
+        if not output.exists():
+            return []
+        with output.open(newline="", encoding="utf-8") as file:
+            return [row for row in csv.reader(file) if row[0] != "auditID"]
+
+    await wait_until(lambda: len(rows()) >= len(lines), timeout=30, what="the CSV rows")
+    assert Counter((row[0], row[1]) for row in rows()) == Counter(map(identity, lines))
+    assert {row[2] for row in rows()} == {"edge-1"}
+
+
+async def assert_nothing_lost_repeats_counted(
+    bootstrap: str, topic: str, lines: list[bytes], source: SourceProcess, *, timeout: float
+) -> None:
+    """After a restart: every event of ``lines`` is in ``topic``, and the events there twice
+    are no more than the restarted ``source`` counts as repeated."""
+    records = await read_topic(bootstrap, topic, len(lines), timeout=timeout)
+    read = Counter(identity(record.value) for record in records)
+    assert set(read) == set(map(identity, lines))
+    repeats = sum(read.values()) - len(set(read))
+    assert repeats <= await source.metric("audit_source_events_repeated_total")

@@ -5,7 +5,6 @@ beside other categories; a real process publishing to the session's broker."""
 
 from __future__ import annotations
 
-import csv
 import signal
 from collections import Counter
 from collections.abc import Iterator
@@ -35,7 +34,11 @@ from tests.support.kafka import (
 )
 from tests.support.net import wait_until
 from tests.support.processes import ProcessFactory, wait_for_exit_or_fail
-from tests.support.sources import SourceProcess
+from tests.support.sources import (
+    SourceProcess,
+    assert_nothing_lost_repeats_counted,
+    assert_through_a_csv_group,
+)
 
 PARTITIONS = 3
 
@@ -49,6 +52,17 @@ def event_hubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker
         yield broker
     finally:
         broker.stop()
+
+
+async def committed_to_the_end(broker: LocalBroker, hub: str, count: int) -> None:
+    """Wait until the source's group has committed each partition of ``hub`` at its end
+    (``count`` records in all)."""
+
+    async def at_the_end() -> bool:
+        committed, end = await committed_and_end(broker.bootstrap, f"audit-{hub}", hub, PARTITIONS)
+        return committed == end == count
+
+    await wait_until(at_the_end, timeout=30, what="the group's offsets at the end")
 
 
 async def new_hub(broker: LocalBroker) -> str:
@@ -99,33 +113,11 @@ async def test_audit_records_delivered_others_skipped_malformed_dead_lettered_an
     assert len(dead) == 3 and {dict(r.headers)["source"] for r in dead} == {b"eventhubs"}
     assert await source.metric("audit_source_entries_skipped_total") == 12
     assert await source.metric("audit_source_events_read_total") == len(lines) + 3
-
-    async def committed_to_the_end() -> bool:
-        committed, end = await committed_and_end(
-            event_hubs.bootstrap, f"audit-{hub}", hub, PARTITIONS
-        )
-        return committed == end == len(values)
-
-    await wait_until(committed_to_the_end, timeout=20, what="the group's offsets at the end")
+    await committed_to_the_end(event_hubs, hub, len(values))
     assert await source.metric("audit_source_lag_seconds") == 0
     assert (await source.status("/healthz"), await source.status("/readyz")) == (200, 200)
 
-    # Through a CSV consumer group unchanged: one row per event, with the source's cluster.
-    output = tmp_path / "audit.csv"
-    processes.start(
-        "consumers", "--sink", "csv", "--kafka-bootstrap", bootstrap, "--group", f"g-{topic}",
-        "--topic", topic, "--output", str(output), "--csv-columns", "auditID,stage,cluster",
-    )  # fmt: skip
-
-    def rows() -> list[list[str]]:
-        if not output.exists():
-            return []
-        with output.open(newline="", encoding="utf-8") as file:
-            return [row for row in csv.reader(file) if row[0] != "auditID"]
-
-    await wait_until(lambda: len(rows()) >= len(lines), timeout=30, what="the CSV rows")
-    assert Counter((row[0], row[1]) for row in rows()) == Counter(map(identity, lines))
-    assert {row[2] for row in rows()} == {"edge-1"}
+    await assert_through_a_csv_group(processes, bootstrap, topic, tmp_path / "audit.csv", lines)
     assert wait_for_exit_or_fail(source.process, signal.SIGTERM, timeout=20) == 0
 
 
@@ -150,20 +142,9 @@ async def test_sigkill_and_restart_lose_nothing_and_count_repeats(
     await put(event_hubs, hub, later_values, PARTITIONS)
 
     second = eventhubs_source(*args)
-    records = await read_topic(bootstrap, topic, len(lines), timeout=60)
-    read = Counter(identity(record.value) for record in records)
-    assert set(read) == set(map(identity, lines))
-    repeats = sum(read.values()) - len(set(read))
-    assert repeats <= await second.metric("audit_source_events_repeated_total")
+    await assert_nothing_lost_repeats_counted(bootstrap, topic, lines, second, timeout=60)
     assert delivered_before < 4500, "killed after everything was read: nothing tested"
-
-    async def committed_to_the_end() -> bool:
-        committed, end = await committed_and_end(
-            event_hubs.bootstrap, f"audit-{hub}", hub, PARTITIONS
-        )
-        return committed == end == len(first_values) + len(later_values)
-
-    await wait_until(committed_to_the_end, timeout=20, what="the group's offsets at the end")
+    await committed_to_the_end(event_hubs, hub, len(first_values) + len(later_values))
 
 
 async def test_two_replicas_in_one_group_split_the_partitions_and_deliver_everything(
@@ -194,14 +175,7 @@ async def test_two_replicas_in_one_group_split_the_partitions_and_deliver_everyt
     records = await read_topic(bootstrap, topic, len(lines), timeout=60)
     read = Counter(identity(record.value) for record in records)
     assert set(read) == set(map(identity, lines))
-
-    async def committed_to_the_end() -> bool:
-        committed, end = await committed_and_end(
-            event_hubs.bootstrap, f"audit-{hub}", hub, PARTITIONS
-        )
-        return committed == end == len(values) + len(later)
-
-    await wait_until(committed_to_the_end, timeout=30, what="the group's offsets at the end")
+    await committed_to_the_end(event_hubs, hub, len(values) + len(later))
 
 
 async def test_a_wrong_connection_string_stops_the_source_with_a_message(
