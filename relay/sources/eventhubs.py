@@ -144,7 +144,10 @@ class EventHubsSource(Source):
             sasl_username="$ConnectionString",
             sasl_password=parsed.text,
         )
-        connection.client_kwargs()  # a CA file that cannot be loaded: a usage error now
+        try:
+            connection.client_kwargs()  # a CA file that cannot be loaded: a usage error now
+        except ConfigError as exc:
+            raise ConfigError(f"--eventhubs-ca-file: {exc}") from exc
         return cls(
             connection,
             hub,

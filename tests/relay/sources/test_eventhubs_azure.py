@@ -80,6 +80,10 @@ def test_flags_build_the_source_and_a_bad_file_is_a_config_error(tmp_path: Path)
     assert isinstance(source, EventHubsSource)
     assert source.connection.bootstrap == "127.0.0.1:19093"
 
+    missing = ["--eventhub", "aks", "--eventhubs-ca-file", str(tmp_path / "missing.pem")]
+    with pytest.raises(ConfigError, match="--eventhubs-ca-file: cannot load Kafka TLS files"):
+        build_settings([*flags, str(secret), *missing], {}, SOURCES)
+
     secret.write_text("\n")
     with pytest.raises(ConfigError, match=r"--connection-string-file: .* is empty"):
         build_settings([*flags, str(secret)], {}, SOURCES)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import trustme
 
 from tests.support.audit_log import identity, log_lines
 from tests.support.eventhubs import (
@@ -19,6 +20,7 @@ from tests.support.eventhubs import (
     aks,
     documents,
     event_hubs_broker,
+    listener_of,
     put,
     source_flags,
 )
@@ -78,12 +80,14 @@ def eventhubs_source(
     checkpoints: Path,
     broker: LocalBroker,
     hub: str,
-    *,
+    *extra: str,
     connection: str = CONNECTION,
 ) -> SourceProcess:
+    """The source reading ``hub`` in group ``audit-HUB``; ``extra`` flags come last (a flag
+    given again wins)."""
     secret = checkpoints.parent / f"connection-{checkpoints.name}"
     flags = source_flags(broker, hub, secret, connection)
-    return SourceProcess(processes, bootstrap, topic, checkpoints, *flags, "--from-start")
+    return SourceProcess(processes, bootstrap, topic, checkpoints, *flags, "--from-start", *extra)
 
 
 async def test_audit_records_delivered_others_skipped_malformed_dead_lettered_and_committed(
@@ -195,3 +199,20 @@ async def test_a_wrong_connection_string_stops_the_source_with_a_message(
     assert "Authentication failed" in stderr
     assert "Traceback" not in stderr
     assert "SharedAccessKey=" not in stderr + source.process.stdout()
+
+
+async def test_an_untrusted_certificate_stops_the_source_with_a_message(
+    kafka_bootstrap: str, processes: ProcessFactory, tmp_path: Path, event_hubs: LocalBroker
+) -> None:
+    """An endpoint whose certificate another CA signed is refused for good, not retried."""
+    hub = await new_hub(event_hubs)
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    source = eventhubs_source(
+        processes, kafka_bootstrap, unique_topic(), tmp_path / "cp", event_hubs, hub,
+        "--eventhubs-ca-file", str(other_ca),
+    )  # fmt: skip
+    assert source.process.wait(60) == 1
+    stderr = source.process.stderr()
+    assert f"the certificate of {listener_of(event_hubs).bootstrap} is not trusted" in stderr
+    assert "Traceback" not in stderr
