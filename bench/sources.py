@@ -1,11 +1,13 @@
 """``audit-source``: events read and published per core of the source process, per kind.
 
 Writes an audit.log of ``--events`` sample events (as lumberjack leaves it: half in a gzipped
-rotated file, half in the live file) and puts the same events in moto's CloudWatch Logs server
-(on 127.0.0.1, as EKS writes them: two kube-apiserver-audit-* streams); runs ``audit-source``
-on each with ``--from-start`` against a real broker (``KAFKA_BOOTSTRAP``, or one
-deploy/local/kafka starts) until Kafka holds every event. A rate is per CPU second of the
-source process (user + system, from /proc): the broker's and moto's CPU is left out. The
+rotated file, half in the live file), puts the same events in moto's CloudWatch Logs server
+(on 127.0.0.1, as EKS writes them: two kube-apiserver-audit-* streams) and in an Event Hub
+played by a second local broker's SASL_SSL listener (as AKS's diagnostic setting writes them:
+documents of 50 kube-audit records, over two partitions); runs ``audit-source`` on each with
+``--from-start`` against a real broker (``KAFKA_BOOTSTRAP``, or one deploy/local/kafka starts)
+until Kafka holds every event. A rate is per CPU second of the source process (user + system,
+from /proc): the brokers' and moto's CPU is left out. The
 baseline, measured in the same run in this process, is ``build_batch`` alone on the same events
 as a webhook's EventList items, redacting as the sources do by default: what the webhook's path
 pays for each event too.
@@ -31,7 +33,8 @@ from msgspec import Raw
 from relay.events.build import build_batch
 from relay.events.redact import DEFAULT_RESOURCES, RedactionSettings, Redactor
 from tests.support.audit_log import LumberjackLog, log_lines
-from tests.support.kafka import LocalBroker, topic_size, unique_topic
+from tests.support.eventhubs import documents, event_hubs_broker, put, source_flags
+from tests.support.kafka import LocalBroker, create_topic, topic_size, unique_topic
 from tests.support.net import unused_port, unused_port_pair
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -55,7 +58,7 @@ def build_rate(lines: list[bytes]) -> float:
             items[start : start + 1000],
             "audit.k8s.io/v1",
             "bench",
-            fits=lambda value: True,
+            fits=lambda value, key, headers: True,
             dead_letter_limit=1 << 19,
             transform=redactor.redact,
             may_transform=redactor.may_redact,
@@ -128,6 +131,8 @@ async def main() -> None:
         port = unused_port()
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         moto.start()
+        hubs = event_hubs_broker(work / "eventhubs")
+        hubs.start()
         try:
             baseline = build_rate(lines)
             log = LumberjackLog(work / "audit.log")
@@ -142,13 +147,24 @@ async def main() -> None:
                 bootstrap, work, count, "cloudwatch", "--eks-cluster", "bench",
                 "--endpoint-url", f"http://127.0.0.1:{port}", "--region", "us-east-1",
             )  # fmt: skip
+            hub = unique_topic("hub")
+            await create_topic(hubs.bootstrap, hub, 2)
+            await put(hubs, hub, documents(lines, 50), 2)
+            hubs_cpu, hubs_wall = await source_rate(
+                bootstrap, work, count, *source_flags(hubs, hub, work / "connection-string")
+            )
         finally:
+            hubs.stop()
             moto.stop()
             if broker is not None:
                 broker.stop()
     print(f"{count} sample events, {sum(map(len, lines)) / count:.0f} bytes each on average")
     print(f"baseline build_batch alone:   {baseline:9.0f} events/s per core")
-    for kind, cpu, wall in (("file", file_cpu, file_wall), ("cloudwatch", cloud_cpu, cloud_wall)):
+    for kind, cpu, wall in (
+        ("file", file_cpu, file_wall),
+        ("cloudwatch", cloud_cpu, cloud_wall),
+        ("eventhubs", hubs_cpu, hubs_wall),
+    ):
         print(
             f"audit-source {kind:<10}:     {cpu:9.0f} events/s per core "
             f"({cpu / baseline:.2f} x baseline), {wall:.0f} events/s wall"

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from relay.sources.base import Source
 from relay.sources.cloudwatch import CloudWatchSource
+from relay.sources.eventhubs import EventHubsSource
 from relay.sources.file import FileSource
 
 SOURCES: dict[str, type[Source]] = {
     "cloudwatch": CloudWatchSource,
+    "eventhubs": EventHubsSource,
     "file": FileSource,
 }
 

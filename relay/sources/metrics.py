@@ -20,7 +20,14 @@ class SourceMetrics:
         self.events_repeated = Counter(
             "audit_source_events_repeated",
             "Items read again after a restart that may already be in Kafka (delivered, or being "
-            "delivered, after the last checkpoint)",
+            "delivered, after the last checkpoint; or delivered and not yet recorded by the "
+            "service: eventhubs' uncommitted offsets)",
+            registry=registry,
+        )
+        self.entries_skipped = Counter(
+            "audit_source_entries_skipped",
+            "Entries a source read that are no audit events by design and delivers nowhere "
+            "(eventhubs: diagnostic records of other categories in the hub)",
             registry=registry,
         )
         self.errors = Counter(

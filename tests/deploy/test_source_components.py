@@ -1,6 +1,7 @@
 """The sources' components: components/source-file (audit-source file on each control-plane
 node, the host's audit log read-only, checkpoint and spool on the host) and
-components/source-cloudwatch (one reader of an EKS cluster's log group)."""
+components/source-cloudwatch (one reader of an EKS cluster's log group) and
+components/source-eventhubs (replicas of one consumer group of an AKS cluster's Event Hub)."""
 
 from __future__ import annotations
 
@@ -62,12 +63,37 @@ def test_the_cloudwatch_source_is_one_reader_with_its_own_identity_and_volume() 
     assert args.listen[1] == container["ports"][0]["containerPort"]
 
 
+def test_the_eventhubs_source_reads_its_connection_string_from_a_secret_in_one_group() -> None:
+    objects = render("base+source-eventhubs+keda")
+    statefulset = named(objects, "StatefulSet", "audit-source-eventhubs")
+    # Replicas split the hub's partitions in one consumer group: more than one is fine.
+    assert statefulset["spec"]["replicas"] > 1
+    pod = statefulset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = container_environment(container, objects)
+    args = build_parser(SOURCES, env).parse_args(container["command"][1:])
+    assert args.kind == "eventhubs" and args.consumer_group == "$Default"
+    directory, _, key = args.connection_string_file.rpartition("/")
+    (mount,) = (m for m in container["volumeMounts"] if m["mountPath"] == directory)
+    assert mount["readOnly"]
+    (volume,) = (v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "audit-source-eventhubs"
+    assert [item["path"] for item in volume["secret"]["items"]] == [key]
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    (state,) = (m for m in container["volumeMounts"] if m["name"] == claim["metadata"]["name"])
+    for directory in (args.checkpoint_dir, args.spool_dir):
+        assert directory.startswith(state["mountPath"] + "/")
+    # A new group begins at the hub's end; the offsets it commits say where to resume.
+    assert "--from-start" not in container["command"]
+
+
 def test_the_sources_are_scraped_by_their_own_pod_monitor() -> None:
-    objects = render("base+source-file+source-cloudwatch+monitoring+hpa")
+    objects = render("base+source-file+source-cloudwatch+source-eventhubs+monitoring+hpa")
     monitor = named(objects, "PodMonitor", "audit-source")
     workloads = [
         named(objects, "DaemonSet", "audit-source-file"),
         named(objects, "StatefulSet", "audit-source-cloudwatch"),
+        named(objects, "StatefulSet", "audit-source-eventhubs"),
     ]
     for workload in workloads:
         labels = workload["spec"]["template"]["metadata"]["labels"]

@@ -11,11 +11,57 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import trustme
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from cryptography.hazmat.primitives import serialization
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_SCRIPT = REPO / "deploy" / "local" / "kafka"
+
+
+@dataclass(frozen=True)
+class SaslSslListener:
+    """A second client listener of one broker, SASL_SSL with mechanism PLAIN (as Azure Event
+    Hubs' Kafka endpoint): ``users`` (name: password) and a CA-signed certificate for
+    127.0.0.1 made with trustme, kept in ``directory``."""
+
+    port: int
+    users: dict[str, str]
+    directory: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the listener's certificate, for its clients."""
+        return self.directory / "ca.pem"
+
+    def script_args(self) -> tuple[str, ...]:
+        """deploy/local/kafka's flags for this listener; writes its users file and keystore."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        keystore, users = self.directory / "broker.pem", self.directory / "users"
+        if not keystore.exists():
+            ca = trustme.CA()
+            ca.cert_pem.write_to_path(str(self.ca_file))
+            issued = ca.issue_cert("127.0.0.1")
+            # Kafka's PEM keystore takes a PKCS#8 key only; trustme writes a traditional one.
+            key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), None)
+            pkcs8 = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            chain = b"".join(blob.bytes() for blob in issued.cert_chain_pems)
+            keystore.write_bytes(pkcs8 + chain)
+        users.write_text("".join(f"{name}={password}\n" for name, password in self.users.items()))
+        users.chmod(0o600)
+        return (
+            "--sasl-ssl-port", str(self.port), "--sasl-users-file", str(users),
+            "--tls-keystore", str(keystore),
+        )  # fmt: skip
 
 
 @dataclass
@@ -24,7 +70,7 @@ class LocalBroker:
 
     ``script_args`` name it to the script: by default its port and state directory (one
     broker); a member of a ``LocalCluster`` is named by the cluster's arguments and
-    ``--broker node_id``.
+    ``--broker node_id``. ``sasl_ssl`` adds a SASL_SSL listener at each start.
     """
 
     port: int
@@ -32,17 +78,21 @@ class LocalBroker:
     node_id: int = 1
     script_args: tuple[str, ...] = ()
     paused: bool = False
+    sasl_ssl: SaslSslListener | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def _run(self, command: str) -> None:
+    def _run(self, command: str, *extra: str) -> None:
         args = self.script_args or ("--port", str(self.port), "--state-dir", str(self.state_dir))
-        run_kafka_script(command, *args)
+        run_kafka_script(command, *args, *extra)
 
     def start(self) -> None:
-        self._run("start")
+        if self.sasl_ssl is None:
+            self._run("start")
+        else:
+            self._run("start", *self.sasl_ssl.script_args())
 
     def stop(self) -> None:
         """Controlled shutdown (SIGTERM): the broker hands its leaderships over first."""
@@ -200,3 +250,16 @@ async def committed_and_end(
         return sum(committed), sum(ends.values())
     finally:
         await consumer.stop()
+
+
+async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
+    """A consumer group's state ("Stable", "PreparingRebalance"...) and its member count."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    # DescribeGroups' group: error_code, group_id, state, protocol_type, protocol, members...
+    description = response.groups[0]
+    return description[2], len(description[5])

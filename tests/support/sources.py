@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from pathlib import Path
 
@@ -72,22 +73,46 @@ class SourceProcess:
         return 0.0
 
 
-async def read_each_event(
-    bootstrap: str, topic: str, lines: list[bytes], *, timeout: float
-) -> Counter[tuple[str, str]]:
-    """How many times each event (``identity``) is in ``topic`` once every one of ``lines`` is
-    there: after a crash some are there twice, so a count of records alone would end early."""
+async def assert_through_a_csv_group(
+    processes: ProcessFactory, bootstrap: str, topic: str, output: Path, lines: list[bytes]
+) -> None:
+    """Through a CSV consumer group unchanged: one row per event of ``lines``, each with the
+    source's cluster (``edge-1``)."""
+    processes.start(
+        "consumers", "--sink", "csv", "--kafka-bootstrap", bootstrap, "--group", f"g-{topic}",
+        "--topic", topic, "--output", str(output), "--csv-columns", "auditID,stage,cluster",
+    )  # fmt: skip
+
+    def rows() -> list[list[str]]:
+        if not output.exists():
+            return []
+        with output.open(newline="", encoding="utf-8") as file:
+            return [row for row in csv.reader(file) if row[0] != "auditID"]
+
+    await wait_until(lambda: len(rows()) >= len(lines), timeout=30, what="the CSV rows")
+    assert Counter((row[0], row[1]) for row in rows()) == Counter(map(identity, lines))
+    assert {row[2] for row in rows()} == {"edge-1"}
+
+
+async def assert_nothing_lost_repeats_counted(
+    bootstrap: str, topic: str, lines: list[bytes], source: SourceProcess, *, timeout: float
+) -> None:
+    """After a restart: every event of ``lines`` is in ``topic``, and the events there twice
+    are no more than the restarted ``source`` counts as repeated."""
     expected = set(map(identity, lines))
     read: Counter[tuple[str, str]] = Counter()
 
     async def all_there() -> bool:
+        # Not a count of records: after a crash some events are there twice.
         nonlocal read
         size = await topic_size(bootstrap, topic)
         if size < len(expected):
             return False
-        records = await read_topic(bootstrap, topic, size)
-        read = Counter(identity(record.value) for record in records)
+        read = Counter(
+            identity(record.value) for record in await read_topic(bootstrap, topic, size)
+        )
         return expected <= read.keys()
 
     await wait_until(all_there, timeout=timeout, what=f"each of {len(expected)} events in {topic}")
-    return read
+    repeats = sum(read.values()) - len(set(read))
+    assert repeats <= await source.metric("audit_source_events_repeated_total")

@@ -4,7 +4,6 @@ with events put as EKS writes them: one audit event's JSON per log event, in the
 
 from __future__ import annotations
 
-import csv
 import signal
 import time
 from collections import Counter
@@ -23,7 +22,11 @@ from tests.support.audit_log import identity, log_lines
 from tests.support.kafka import read_topic, topic_size, unique_topic
 from tests.support.net import unused_port, wait_until
 from tests.support.processes import ProcessFactory, wait_for_exit_or_fail
-from tests.support.sources import SourceProcess, read_each_event
+from tests.support.sources import (
+    SourceProcess,
+    assert_nothing_lost_repeats_counted,
+    assert_through_a_csv_group,
+)
 
 GROUP = "/aws/eks/edge-1/cluster"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -98,22 +101,7 @@ async def test_streams_read_resumed_per_stream_and_new_ones_picked_up(
     assert await second.metric("audit_source_events_repeated_total") == 0
     assert await second.metric("audit_source_events_read_total") == 100
 
-    # Through a CSV consumer group unchanged: one row per event, with the source's cluster.
-    output = tmp_path / "audit.csv"
-    processes.start(
-        "consumers", "--sink", "csv", "--kafka-bootstrap", bootstrap, "--group", f"g-{topic}",
-        "--topic", topic, "--output", str(output), "--csv-columns", "auditID,stage,cluster",
-    )  # fmt: skip
-
-    def rows() -> list[list[str]]:
-        if not output.exists():
-            return []
-        with output.open(newline="", encoding="utf-8") as file:
-            return [row for row in csv.reader(file) if row[0] != "auditID"]
-
-    await wait_until(lambda: len(rows()) >= len(lines), timeout=30, what="the CSV rows")
-    assert Counter((row[0], row[1]) for row in rows()) == Counter(map(identity, lines))
-    assert {row[2] for row in rows()} == {"edge-1"}
+    await assert_through_a_csv_group(processes, bootstrap, topic, tmp_path / "audit.csv", lines)
 
 
 async def test_sigkill_while_streams_grow_and_restart_lose_nothing(
@@ -144,10 +132,7 @@ async def test_sigkill_while_streams_grow_and_restart_lose_nothing(
     second = cloudwatch_source(*args)
     for number, batch in enumerate(batches[18:]):
         put(client, streams[number % 2], batch)
-    read = await read_each_event(bootstrap, topic, lines, timeout=40)
-    assert set(read) == set(map(identity, lines))
-    repeats = sum(read.values()) - len(set(read))
-    assert repeats <= await second.metric("audit_source_events_repeated_total")
+    await assert_nothing_lost_repeats_counted(bootstrap, topic, lines, second, timeout=40)
     assert wait_for_exit_or_fail(second.process, signal.SIGTERM, timeout=20) == 0
 
 

@@ -15,7 +15,10 @@ from tests.support.events import carries_secret_values
 from tests.support.kafka import read_topic, topic_size, unique_topic
 from tests.support.net import unused_port, wait_until
 from tests.support.processes import ProcessFactory, wait_for_exit_or_fail
-from tests.support.sources import SourceProcess, read_each_event
+from tests.support.sources import (
+    SourceProcess,
+    assert_nothing_lost_repeats_counted,
+)
 
 
 def file_source(
@@ -92,10 +95,7 @@ async def test_sigkill_and_restart_lose_nothing(
     log.rotate(compress=True)
     log.write(b"".join(lines[4000:]))
     second = file_source(*args)
-    read = await read_each_event(bootstrap, topic, lines, timeout=40)
-    assert set(read) == set(map(identity, lines))
-    repeats = sum(read.values()) - len(set(read))
-    assert repeats <= await second.metric("audit_source_events_repeated_total")
+    await assert_nothing_lost_repeats_counted(bootstrap, topic, lines, second, timeout=30)
 
 
 async def test_unfinished_line_waited_for_and_malformed_line_dead_lettered(
