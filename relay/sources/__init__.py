@@ -9,10 +9,12 @@ from __future__ import annotations
 from relay.sources.base import Source
 from relay.sources.cloudwatch import CloudWatchSource
 from relay.sources.file import FileSource
+from relay.sources.pubsub import PubSubSource
 
 SOURCES: dict[str, type[Source]] = {
     "cloudwatch": CloudWatchSource,
     "file": FileSource,
+    "pubsub": PubSubSource,
 }
 
 __all__ = ["SOURCES", "Source"]

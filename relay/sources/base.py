@@ -54,6 +54,9 @@ class Chunk:
     newest: float | None = None
     # True when nothing newer than these items was there to read.
     caught_up: bool = False
+    # Entries read and left out because they are not audit events (another service's log
+    # entries on a shared subscription): counted, acknowledged with the chunk.
+    skipped: int = 0
 
 
 class Source(abc.ABC):

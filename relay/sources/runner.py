@@ -101,6 +101,7 @@ class SourceRunner:
     async def deliver_chunk(self, previous: Position | None, chunk: Chunk) -> None:
         """Deliver one chunk and record its position. Called by ``run`` for each chunk."""
         metrics, source_metrics = self.metrics, self.source_metrics
+        source_metrics.entries_skipped.inc(chunk.skipped)
         if chunk.items:
             source_metrics.events_read.inc(len(chunk.items))
             self.checkpoints.save(Checkpoint(previous, len(chunk.items)))
