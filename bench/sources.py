@@ -1,11 +1,13 @@
 """``audit-source``: events read and published per core of the source process, per kind.
 
 Writes an audit.log of ``--events`` sample events (as lumberjack leaves it: half in a gzipped
-rotated file, half in the live file) and puts the same events in moto's CloudWatch Logs server
-(on 127.0.0.1, as EKS writes them: two kube-apiserver-audit-* streams); runs ``audit-source``
-on each with ``--from-start`` against a real broker (``KAFKA_BOOTSTRAP``, or one
-deploy/local/kafka starts) until Kafka holds every event. A rate is per CPU second of the
-source process (user + system, from /proc): the broker's and moto's CPU is left out. The
+rotated file, half in the live file), puts the same events in moto's CloudWatch Logs server
+(on 127.0.0.1, as EKS writes them: two kube-apiserver-audit-* streams) and publishes them as
+GKE's audit entries (LogEntry JSON, as a log sink does) to the Pub/Sub emulator
+(deploy/local/pubsub); runs ``audit-source`` on each with ``--from-start`` against a real broker
+(``KAFKA_BOOTSTRAP``, or one deploy/local/kafka starts) until Kafka holds every event. A rate is
+per CPU second of the source process (user + system, from /proc): the broker's, moto's and the
+emulator's CPU is left out. The
 baseline, measured in the same run in this process, is ``build_batch`` alone on the same events
 as a webhook's EventList items, redacting as the sources do by default: what the webhook's path
 pays for each event too.
@@ -28,11 +30,13 @@ import boto3
 from moto.server import ThreadedMotoServer
 from msgspec import Raw
 
+from audit_common.samples import sample_events
 from relay.events.build import build_batch
 from relay.events.redact import DEFAULT_RESOURCES, RedactionSettings, Redactor
 from tests.support.audit_log import LumberjackLog, log_lines
 from tests.support.kafka import LocalBroker, topic_size, unique_topic
 from tests.support.net import unused_port, unused_port_pair
+from tests.support.pubsub import PROJECT, LocalPubSub, as_log_entry
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -112,6 +116,16 @@ def put_cloudwatch(endpoint: str, lines: list[bytes]) -> None:
             client.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
 
 
+async def pubsub_subscription(emulator: LocalPubSub, count: int) -> str:
+    """The subscription of a topic holding ``count`` sample events as GKE's audit entries."""
+    topic = f"projects/{PROJECT}/topics/bench"
+    subscription = f"projects/{PROJECT}/subscriptions/bench"
+    await emulator.create(topic, subscription, 60)
+    events = sample_events(count, seed=26)
+    await emulator.publish(topic, [as_log_entry(event, n) for n, event in enumerate(events)])
+    return subscription
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50000)
@@ -128,6 +142,8 @@ async def main() -> None:
         port = unused_port()
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         moto.start()
+        emulator = LocalPubSub(unused_port(), work / "pubsub")
+        emulator.start()
         try:
             baseline = build_rate(lines)
             log = LumberjackLog(work / "audit.log")
@@ -142,13 +158,23 @@ async def main() -> None:
                 bootstrap, work, count, "cloudwatch", "--eks-cluster", "bench",
                 "--endpoint-url", f"http://127.0.0.1:{port}", "--region", "us-east-1",
             )  # fmt: skip
+            subscription = await pubsub_subscription(emulator, count)
+            pubsub_cpu, pubsub_wall = await source_rate(
+                bootstrap, work, count, "pubsub", "--subscription", subscription,
+                "--pubsub-endpoint", emulator.endpoint, "--pubsub-ack-deadline", "60",
+            )  # fmt: skip
         finally:
+            emulator.stop()
             moto.stop()
             if broker is not None:
                 broker.stop()
     print(f"{count} sample events, {sum(map(len, lines)) / count:.0f} bytes each on average")
     print(f"baseline build_batch alone:   {baseline:9.0f} events/s per core")
-    for kind, cpu, wall in (("file", file_cpu, file_wall), ("cloudwatch", cloud_cpu, cloud_wall)):
+    for kind, cpu, wall in (
+        ("file", file_cpu, file_wall),
+        ("cloudwatch", cloud_cpu, cloud_wall),
+        ("pubsub", pubsub_cpu, pubsub_wall),
+    ):
         print(
             f"audit-source {kind:<10}:     {cpu:9.0f} events/s per core "
             f"({cpu / baseline:.2f} x baseline), {wall:.0f} events/s wall"

@@ -4,11 +4,11 @@ A Cloud Logging sink publishes each LogEntry as the JSON of one Pub/Sub message;
 of Kubernetes audit are rebuilt into ``audit.k8s.io/v1`` Events (``relay.sources.gke_audit``),
 other entries are skipped, and data that is no LogEntry goes to the runner as it is (the build
 path dead-letters it). Pub/Sub keeps the checkpoint: messages are pulled (unary Pull, up to
-``--max-messages``) and acknowledged by ``acknowledge`` only once the runner has their chunk in
-Kafka or on the spool; a crash leaves them unacknowledged, and Pub/Sub delivers them again after
-their ack deadline. While Kafka is slow, the deadline of the messages held is extended
-(ModifyAckDeadline), so that Pub/Sub does not deliver them again meanwhile. The checkpoint file
-keeps only the runner's count of events under way.
+``--pubsub-max-messages``) and acknowledged by ``acknowledge`` only once the runner has their
+chunk in Kafka or on the spool; a crash leaves them unacknowledged, and Pub/Sub delivers them
+again after their ack deadline. While Kafka is slow, the deadline of the messages held is
+extended (ModifyAckDeadline), so that Pub/Sub does not deliver them again meanwhile. The
+checkpoint file keeps only the runner's count of events under way.
 
 Credentials: Application Default Credentials (GKE's workload identity), or none with
 ``--pubsub-endpoint`` (an emulator, plain gRPC).
@@ -96,12 +96,14 @@ class PubSubSource(Source):
         endpoint: str | None,
         ack_deadline: int,
         max_messages: int,
+        poll_interval: float,
         max_backoff: float = _MAX_BACKOFF_S,
     ) -> None:
         self.subscription = subscription
         self.endpoint = endpoint
         self.ack_deadline = ack_deadline
         self.max_messages = max_messages
+        self.poll_interval = poll_interval
         self.max_backoff = max_backoff
         self._held: dict[int, _Held] = {}
         self._client: SubscriberAsyncClient | None = None
@@ -118,14 +120,14 @@ class PubSubSource(Source):
             "credentials (default: Google's endpoint, with Application Default Credentials)",
         )
         add(
-            "--ack-deadline",
+            "--pubsub-ack-deadline",
             type=int,
             default=10,
             help="pubsub: the subscription's ack deadline in seconds; messages held longer than "
             "half of it (Kafka slow) get it again, until acknowledged",
         )
         add(
-            "--max-messages",
+            "--pubsub-max-messages",
             type=int,
             default=1000,
             help="pubsub: messages per Pull, 1-1000 (a chunk)",
@@ -140,10 +142,10 @@ class PubSubSource(Source):
                 f"--subscription must be projects/PROJECT/subscriptions/NAME, got "
                 f"{args.subscription!r}"
             )
-        if not 1 <= args.ack_deadline <= 600:
-            raise ConfigError("--ack-deadline must be 1-600 seconds")
-        if not 1 <= args.max_messages <= 1000:
-            raise ConfigError("--max-messages must be 1-1000")
+        if not 1 <= args.pubsub_ack_deadline <= 600:
+            raise ConfigError("--pubsub-ack-deadline must be 1-600 seconds")
+        if not 1 <= args.pubsub_max_messages <= 1000:
+            raise ConfigError("--pubsub-max-messages must be 1-1000")
         endpoint = None
         if args.pubsub_endpoint:
             host, port = args.pubsub_endpoint
@@ -151,8 +153,9 @@ class PubSubSource(Source):
         return cls(
             args.subscription,
             endpoint=endpoint,
-            ack_deadline=args.ack_deadline,
-            max_messages=args.max_messages,
+            ack_deadline=args.pubsub_ack_deadline,
+            max_messages=args.pubsub_max_messages,
+            poll_interval=args.poll_interval,
         )
 
     async def read(
@@ -179,6 +182,8 @@ class PubSubSource(Source):
                     received = response.received_messages
                     if not received:
                         yield Chunk([], {}, caught_up=True)
+                        # A Pull may answer at once with nothing: no busy loop.
+                        await asyncio.sleep(self.poll_interval)
                         continue
                     number += 1
                     self._held[number] = _Held(

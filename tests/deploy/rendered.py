@@ -23,7 +23,8 @@ COMBINATIONS = tuple(
 SOURCE_BUILDS = (
     "base+source-file+keda",
     "base+source-cloudwatch+keda",
-    "base+source-file+source-cloudwatch+monitoring+hpa",
+    "base+source-pubsub+keda",
+    "base+source-file+source-cloudwatch+source-pubsub+monitoring+hpa",
 )
 # The builds meant for `kubectl apply -k`: each has chosen KEDA or the HPA.
 APPLIED = (".", "overlays/quickstart", "overlays/production", *COMBINATIONS, *SOURCE_BUILDS)

@@ -1,6 +1,7 @@
 """The sources' components: components/source-file (audit-source file on each control-plane
 node, the host's audit log read-only, checkpoint and spool on the host) and
-components/source-cloudwatch (one reader of an EKS cluster's log group)."""
+components/source-cloudwatch (one reader of an EKS cluster's log group) and
+components/source-pubsub (readers sharing a GKE log sink's subscription)."""
 
 from __future__ import annotations
 
@@ -62,12 +63,32 @@ def test_the_cloudwatch_source_is_one_reader_with_its_own_identity_and_volume() 
     assert args.listen[1] == container["ports"][0]["containerPort"]
 
 
+def test_the_pubsub_source_replicas_share_the_subscription_each_with_its_volume() -> None:
+    objects = render("base+source-pubsub+keda")
+    statefulset = named(objects, "StatefulSet", "audit-source-pubsub")
+    assert statefulset["spec"]["replicas"] >= 2  # Pub/Sub hands each message to one reader
+    pod = statefulset["spec"]["template"]["spec"]
+    account = named(objects, "ServiceAccount", pod["serviceAccountName"])
+    assert account["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    env = container_environment(container, objects)
+    args = build_parser(SOURCES, env).parse_args(container["command"][1:])
+    assert args.kind == "pubsub" and args.subscription.startswith("projects/")
+    assert args.pubsub_endpoint is None  # Google's endpoint, with workload identity
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    (state,) = (m for m in container["volumeMounts"] if m["name"] == claim["metadata"]["name"])
+    for directory in (args.checkpoint_dir, args.spool_dir):
+        assert directory.startswith(state["mountPath"] + "/")
+    assert args.listen[1] == container["ports"][0]["containerPort"]
+
+
 def test_the_sources_are_scraped_by_their_own_pod_monitor() -> None:
-    objects = render("base+source-file+source-cloudwatch+monitoring+hpa")
+    objects = render("base+source-file+source-cloudwatch+source-pubsub+monitoring+hpa")
     monitor = named(objects, "PodMonitor", "audit-source")
     workloads = [
         named(objects, "DaemonSet", "audit-source-file"),
         named(objects, "StatefulSet", "audit-source-cloudwatch"),
+        named(objects, "StatefulSet", "audit-source-pubsub"),
     ]
     for workload in workloads:
         labels = workload["spec"]["template"]["metadata"]["labels"]

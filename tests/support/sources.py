@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -67,3 +69,23 @@ class SourceProcess:
             if line.startswith(name + " "):
                 return float(line.split()[1])
         return 0.0
+
+
+def csv_consumer(
+    processes: ProcessFactory, bootstrap: str, topic: str, output: Path, columns: str
+) -> Callable[[], list[list[str]]]:
+    """Start a CSV consumer group (``audit-consumer --sink csv``) on ``topic`` writing
+    ``output`` with ``columns``; return what reads its rows so far (the header left out)."""
+    processes.start(
+        "consumers", "--sink", "csv", "--kafka-bootstrap", bootstrap, "--group", f"g-{topic}",
+        "--topic", topic, "--output", str(output), "--csv-columns", columns,
+    )  # fmt: skip
+    header = columns.split(",")
+
+    def rows() -> list[list[str]]:
+        if not output.exists():
+            return []
+        with output.open(newline="", encoding="utf-8") as file:
+            return [row for row in csv.reader(file) if row != header]
+
+    return rows

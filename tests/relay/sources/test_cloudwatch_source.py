@@ -4,7 +4,6 @@ with events put as EKS writes them: one audit event's JSON per log event, in the
 
 from __future__ import annotations
 
-import csv
 import signal
 import time
 from collections import Counter
@@ -23,7 +22,7 @@ from tests.support.audit_log import identity, log_lines
 from tests.support.kafka import read_topic, topic_size, unique_topic
 from tests.support.net import unused_port, wait_until
 from tests.support.processes import ProcessFactory, wait_for_exit_or_fail
-from tests.support.sources import SourceProcess
+from tests.support.sources import SourceProcess, csv_consumer
 
 GROUP = "/aws/eks/edge-1/cluster"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -100,17 +99,7 @@ async def test_streams_read_resumed_per_stream_and_new_ones_picked_up(
 
     # Through a CSV consumer group unchanged: one row per event, with the source's cluster.
     output = tmp_path / "audit.csv"
-    processes.start(
-        "consumers", "--sink", "csv", "--kafka-bootstrap", bootstrap, "--group", f"g-{topic}",
-        "--topic", topic, "--output", str(output), "--csv-columns", "auditID,stage,cluster",
-    )  # fmt: skip
-
-    def rows() -> list[list[str]]:
-        if not output.exists():
-            return []
-        with output.open(newline="", encoding="utf-8") as file:
-            return [row for row in csv.reader(file) if row[0] != "auditID"]
-
+    rows = csv_consumer(processes, bootstrap, topic, output, "auditID,stage,cluster")
     await wait_until(lambda: len(rows()) >= len(lines), timeout=30, what="the CSV rows")
     assert Counter((row[0], row[1]) for row in rows()) == Counter(map(identity, lines))
     assert {row[2] for row in rows()} == {"edge-1"}

@@ -4,7 +4,6 @@ of other services and a message that is no LogEntry; a real process into the ses
 
 from __future__ import annotations
 
-import csv
 import random
 import signal
 import uuid
@@ -15,12 +14,16 @@ from typing import Any
 
 import orjson
 import pytest
+from google.api_core import exceptions as api
 
+from audit_common.errors import SourceError
+from relay.sources.backoff import with_retries
+from relay.sources.pubsub import failure_kind
 from tests.support.kafka import read_topic, topic_size, unique_topic
 from tests.support.net import unused_port, wait_until
 from tests.support.processes import ProcessFactory, wait_for_exit_or_fail
 from tests.support.pubsub import PROJECT, LocalPubSub, gke_entries, other_entries
-from tests.support.sources import SourceProcess
+from tests.support.sources import SourceProcess, csv_consumer
 
 # Short, so that what a killed source held comes back soon (the emulator allows 1 s and up).
 ACK_DEADLINE = 2
@@ -52,7 +55,7 @@ def pubsub_source(
 ) -> SourceProcess:  # fmt: skip
     return SourceProcess(
         processes, bootstrap, topic, checkpoints, "pubsub", "--subscription", sub,
-        "--pubsub-endpoint", endpoint, "--ack-deadline", str(ACK_DEADLINE), *extra,
+        "--pubsub-endpoint", endpoint, "--pubsub-ack-deadline", str(ACK_DEADLINE), *extra,
     )  # fmt: skip
 
 
@@ -89,19 +92,8 @@ async def test_entries_rebuilt_other_entries_skipped_malformed_dead_lettered(
     assert await topic_size(bootstrap, topic) == len(made)
 
     # Through a CSV consumer group unchanged: one row per event.
-    output = tmp_path / "audit.csv"
     columns = "auditID,verb,username,namespace,resource,name,subresource,code,decision,cluster"
-    processes.start(
-        "consumers", "--sink", "csv", "--kafka-bootstrap", bootstrap, "--group", f"g-{topic}",
-        "--topic", topic, "--output", str(output), "--csv-columns", columns,
-    )  # fmt: skip
-
-    def rows() -> list[list[str]]:
-        if not output.exists():
-            return []
-        with output.open(newline="", encoding="utf-8") as file:
-            return [row for row in csv.reader(file) if row[0] != "auditID"]
-
+    rows = csv_consumer(processes, bootstrap, topic, tmp_path / "audit.csv", columns)
     await wait_until(lambda: len(rows()) >= len(made), timeout=30, what="the CSV rows")
     ref_fields = ("namespace", "resource", "name", "subresource")  # UNKNOWN: not in the event
     assert sorted(rows()) == sorted(
@@ -123,11 +115,11 @@ async def test_sigkill_mid_way_and_restart_lose_nothing(
     made = gke_entries(3000, seed=27)
     await pubsub.publish(sink_topic, [data for data, _ in made])
     args = (processes, bootstrap, topic, tmp_path / "cp", pubsub.endpoint, sub)
-    first = pubsub_source(*args, "--max-messages", "100")
+    first = pubsub_source(*args, "--pubsub-max-messages", "100")
     await wait_until(lambda: topic_size(bootstrap, topic), timeout=20, what="first events")
     first.process.signal(signal.SIGKILL)
     first.process.wait(10)
-    second = pubsub_source(*args, "--max-messages", "100")
+    second = pubsub_source(*args, "--pubsub-max-messages", "100")
     wanted = {event["auditID"] for _, event in made}
     seen: list[Any] = []
 
@@ -165,3 +157,32 @@ def test_malformed_subscription_flag_exits_2(processes: ProcessFactory, tmp_path
     )  # fmt: skip
     assert process.wait(20) == 2
     assert "--subscription must be projects/PROJECT/subscriptions/NAME" in process.stderr()
+
+
+async def test_unavailable_is_retried_and_counted_and_permission_denied_stops() -> None:
+    """Pure logic: the retry rule of every call the source makes."""
+    errors: list[str] = []
+    answers: list[Exception | str] = [
+        api.ServiceUnavailable("connect failed"),
+        api.DeadlineExceeded("slow"),
+        "pulled",
+    ]
+
+    async def call() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def classify(exc: Exception) -> str | None:
+        return failure_kind(exc, "Pull of s")
+
+    assert await with_retries(call, errors.append, "Pull", classify, max_backoff=0.01) == "pulled"
+    assert errors == ["unavailable", "deadline"]
+
+    async def denied() -> str:
+        raise api.PermissionDenied("User not authorized to perform this action.")
+
+    with pytest.raises(SourceError, match="Pub/Sub refused Pull of s: 403 User not authorized"):
+        await with_retries(denied, errors.append, "Pull", classify, max_backoff=0.01)
+    assert errors == ["unavailable", "deadline"]
