@@ -59,7 +59,7 @@ def build_rate(lines: list[bytes]) -> float:
             items[start : start + 1000],
             "audit.k8s.io/v1",
             "bench",
-            fits=lambda value: True,
+            fits=lambda *record: True,
             dead_letter_limit=1 << 19,
             transform=redactor.redact,
             may_transform=redactor.may_redact,

@@ -68,6 +68,14 @@ class LocalPubSub:
                 messages = [PubsubMessage(data=item) for item in data[start : start + 500]]
                 await publisher.publish(topic=topic, messages=messages)
 
+    async def available(self, subscription: str) -> int:
+        """How many messages another reader of ``subscription`` would get now (pulled, not
+        acknowledged: they come back after the ack deadline). The emulator answers a Pull with
+        nothing after half a second."""
+        async with self._subscriber() as subscriber:
+            response = await subscriber.pull(subscription=subscription, max_messages=1000)
+        return len(response.received_messages)
+
     def _publisher(self) -> PublisherAsyncClient:
         channel = grpc.aio.insecure_channel(self.endpoint)
         return PublisherAsyncClient(transport=PublisherGrpcAsyncIOTransport(channel=channel))

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import random
 import signal
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from google.api_core import exceptions as api
 from audit_common.errors import SourceError
 from relay.sources.backoff import with_retries
 from relay.sources.pubsub import failure_kind
-from tests.support.kafka import read_topic, topic_size, unique_topic
+from tests.support.kafka import LocalBroker, read_topic, topic_size, unique_topic
 from tests.support.net import unused_port, wait_until
 from tests.support.processes import ProcessFactory, wait_for_exit_or_fail
 from tests.support.pubsub import PROJECT, LocalPubSub, gke_entries, other_entries
@@ -135,6 +136,45 @@ async def test_sigkill_mid_way_and_restart_lose_nothing(
     repeats = sum(read.values()) - len(read)
     assert repeats <= await second.metric("audit_source_events_repeated_total")
     assert wait_for_exit_or_fail(second.process, signal.SIGTERM, timeout=20) == 0
+
+
+async def test_held_messages_extended_while_kafka_is_down_delivered_once(
+    broker_factory: Callable[[], LocalBroker],
+    processes: ProcessFactory,
+    tmp_path: Path,
+    pubsub: LocalPubSub,
+) -> None:
+    """Kafka stopped for several ack deadlines while a chunk is held: its deadline is extended,
+    so another reader of the subscription gets none of it; once Kafka is back every event is
+    there once."""
+    broker = broker_factory()
+    bootstrap, topic = broker.bootstrap, unique_topic()
+    sink_topic, sub = await subscription(pubsub)
+    made = gke_entries(140, seed=28)
+    await pubsub.publish(sink_topic, [data for data, _ in made[:100]])
+    source = pubsub_source(
+        processes, bootstrap, topic, tmp_path / "cp", pubsub.endpoint, sub,
+        "--pubsub-max-messages", "50", "--ack-timeout", "1",
+    )  # fmt: skip
+    await read_topic(bootstrap, topic, 100, timeout=30)
+    broker.stop()
+    # One chunk (fewer than --pubsub-max-messages, published at once), read and held.
+    await pubsub.publish(sink_topic, [data for data, _ in made[100:]])
+    held_until = time.monotonic() + 3 * ACK_DEADLINE
+
+    async def held_long_enough() -> bool:
+        read = await source.metric("audit_source_events_read_total")
+        failed = await source.metric('audit_source_errors_total{kind="deliver"}')
+        return read == len(made) and failed >= 1 and time.monotonic() > held_until
+
+    await wait_until(held_long_enough, timeout=60, what="the chunk held for 3 ack deadlines")
+    assert await pubsub.available(sub) == 0
+    broker.start()
+    records = await read_topic(bootstrap, topic, len(made), timeout=30)
+    assert Counter(orjson.loads(r.value)["auditID"] for r in records) == Counter(
+        event["auditID"] for _, event in made
+    )
+    assert await source.metric("audit_source_events_read_total") == len(made)
 
 
 async def test_missing_subscription_is_a_clear_error_and_exit_1(
