@@ -228,3 +228,9 @@ def test_other_entries_skipped_and_what_is_no_log_entry_kept_as_it_is() -> None:
         orjson.dumps(late),
     ):
         assert message_item(data) == data
+
+
+def test_non_resource_request_has_its_path_and_no_object_ref() -> None:
+    event = rebuilt(entry({"methodName": "io.k8s.get", "resourceName": "version"}))
+    assert (event["verb"], event["requestURI"]) == ("get", "/version")
+    assert "objectRef" not in event
