@@ -20,7 +20,7 @@ EVENT_HEADERS = (CLUSTER, "apiVersion", "verb", "stage", "level", "resource", "n
 # (``audit_common.escaped_bytes``).
 ESCAPED_BYTES = "escaped-bytes"
 # Only on a record an ``audit-source`` read (``relay.sources``), not the webhook: its kind
-# ("file", "cloudwatch", "eventhubs"); on its dead letters too.
+# ("file", "cloudwatch", "eventhubs", "pubsub"); on its dead letters too.
 SOURCE = "source"
 # Only on a record republished from the archive by ``audit-consumer replay``: which replay.
 REPLAY = "replay"

@@ -2,12 +2,13 @@
 
 Writes an audit.log of ``--events`` sample events (as lumberjack leaves it: half in a gzipped
 rotated file, half in the live file), puts the same events in moto's CloudWatch Logs server
-(on 127.0.0.1, as EKS writes them: two kube-apiserver-audit-* streams) and in an Event Hub
-played by a second local broker's SASL_SSL listener (as AKS's diagnostic setting writes them:
-documents of 50 kube-audit records, over two partitions); runs ``audit-source`` on each with
-``--from-start`` against a real broker (``KAFKA_BOOTSTRAP``, or one deploy/local/kafka starts)
-until Kafka holds every event. A rate is per CPU second of the source process (user + system,
-from /proc): the brokers' and moto's CPU is left out. The
+(on 127.0.0.1, as EKS writes them: two kube-apiserver-audit-* streams), in an Event Hub played
+by a second local broker's SASL_SSL listener (as AKS's diagnostic setting writes them: documents
+of 50 kube-audit records, over two partitions) and, as GKE's audit entries (LogEntry JSON, as a
+log sink publishes them), in the Pub/Sub emulator (deploy/local/pubsub); runs ``audit-source``
+on each with ``--from-start`` against a real broker (``KAFKA_BOOTSTRAP``, or one
+deploy/local/kafka starts) until Kafka holds every event. A rate is per CPU second of the source
+process (user + system, from /proc): the brokers', moto's and the emulator's CPU is left out. The
 baseline, measured in the same run in this process, is ``build_batch`` alone on the same events
 as a webhook's EventList items, redacting as the sources do by default: what the webhook's path
 pays for each event too.
@@ -30,12 +31,14 @@ import boto3
 from moto.server import ThreadedMotoServer
 from msgspec import Raw
 
+from audit_common.samples import sample_events
 from relay.events.build import build_batch
 from relay.events.redact import DEFAULT_RESOURCES, RedactionSettings, Redactor
 from tests.support.audit_log import LumberjackLog, log_lines
 from tests.support.eventhubs import documents, event_hubs_broker, put, source_flags
 from tests.support.kafka import LocalBroker, create_topic, topic_size, unique_topic
 from tests.support.net import unused_port, unused_port_pair
+from tests.support.pubsub import PROJECT, LocalPubSub, as_log_entry
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -115,6 +118,16 @@ def put_cloudwatch(endpoint: str, lines: list[bytes]) -> None:
             client.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
 
 
+async def pubsub_subscription(emulator: LocalPubSub, count: int) -> str:
+    """The subscription of a topic holding ``count`` sample events as GKE's audit entries."""
+    topic = f"projects/{PROJECT}/topics/bench"
+    subscription = f"projects/{PROJECT}/subscriptions/bench"
+    await emulator.create(topic, subscription, 60)
+    events = sample_events(count, seed=26)
+    await emulator.publish(topic, [as_log_entry(event, n) for n, event in enumerate(events)])
+    return subscription
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50000)
@@ -133,6 +146,8 @@ async def main() -> None:
         moto.start()
         hubs = event_hubs_broker(work / "eventhubs")
         hubs.start()
+        emulator = LocalPubSub(unused_port(), work / "pubsub")
+        emulator.start()
         try:
             baseline = build_rate(lines)
             log = LumberjackLog(work / "audit.log")
@@ -153,7 +168,13 @@ async def main() -> None:
             hubs_cpu, hubs_wall = await source_rate(
                 bootstrap, work, count, *source_flags(hubs, hub, work / "connection-string")
             )
+            subscription = await pubsub_subscription(emulator, count)
+            pubsub_cpu, pubsub_wall = await source_rate(
+                bootstrap, work, count, "pubsub", "--subscription", subscription,
+                "--pubsub-endpoint", emulator.endpoint, "--pubsub-ack-deadline", "60",
+            )  # fmt: skip
         finally:
+            emulator.stop()
             hubs.stop()
             moto.stop()
             if broker is not None:
@@ -164,6 +185,7 @@ async def main() -> None:
         ("file", file_cpu, file_wall),
         ("cloudwatch", cloud_cpu, cloud_wall),
         ("eventhubs", hubs_cpu, hubs_wall),
+        ("pubsub", pubsub_cpu, pubsub_wall),
     ):
         print(
             f"audit-source {kind:<10}:     {cpu:9.0f} events/s per core "

@@ -10,11 +10,13 @@ from relay.sources.base import Source
 from relay.sources.cloudwatch import CloudWatchSource
 from relay.sources.eventhubs import EventHubsSource
 from relay.sources.file import FileSource
+from relay.sources.pubsub import PubSubSource
 
 SOURCES: dict[str, type[Source]] = {
     "cloudwatch": CloudWatchSource,
     "eventhubs": EventHubsSource,
     "file": FileSource,
+    "pubsub": PubSubSource,
 }
 
 __all__ = ["SOURCES", "Source"]

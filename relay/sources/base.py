@@ -54,8 +54,9 @@ class Chunk:
     newest: float | None = None
     # True when nothing newer than these items was there to read.
     caught_up: bool = False
-    # Entries read that are no audit events by design and delivered nowhere (records of other
-    # categories in a shared hub): ``audit_source_entries_skipped_total``.
+    # Entries read and left out because they are not audit events by design (records of other
+    # categories in a shared hub, another service's log entries on a shared subscription):
+    # ``audit_source_entries_skipped_total``; acknowledged with the chunk.
     skipped: int = 0
     # Items the source knows were delivered before a restart, read again because its service
     # had not recorded that (offsets not yet committed): ``audit_source_events_repeated_total``.

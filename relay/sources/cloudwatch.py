@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -27,17 +25,31 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from audit_common.errors import ConfigError, SourceError
 from audit_common.options import EnvArgumentParser
+from relay.sources.backoff import with_retries
 from relay.sources.base import Chunk, OnError, Position, Source
-
-log = logging.getLogger(__name__)
 
 # Errors worth waiting out: AWS's throttling codes, and the service's own trouble.
 THROTTLED = frozenset(
     {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 )
 _RETRIED = THROTTLED | {"ServiceUnavailableException", "InternalFailure", "ServiceUnavailable"}
-_FIRST_BACKOFF_S = 0.5
 _MAX_BACKOFF_S = 30.0
+
+
+def failure_kind(exc: Exception, what: str) -> str | None:
+    """How ``with_retries`` treats a failure of a CloudWatch Logs call: AWS's throttling, its
+    own trouble, an unreachable endpoint and a missing log group (logging may be enabled later)
+    are waited out; any other refusal (access denied, a malformed request) raises SourceError."""
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in _RETRIED:
+            return "throttled" if code in THROTTLED else "unavailable"
+        if code == "ResourceNotFoundException":
+            return "not-found"
+        raise SourceError(f"CloudWatch Logs refused {what}: {exc}") from exc
+    if isinstance(exc, (BotoCoreError, OSError)):
+        return "unreachable"
+    return None
 
 
 async def with_backoff(
@@ -47,28 +59,10 @@ async def with_backoff(
     *,
     max_backoff: float,
 ) -> dict[str, Any]:
-    """``call()``, retried with exponential backoff (jittered) while AWS throttles or cannot be
-    reached; a missing log group is waited for too (logging may be enabled later). Raises
-    SourceError on any other refusal (access denied, a malformed request)."""
-    delay = min(_FIRST_BACKOFF_S, max_backoff)
-    while True:
-        try:
-            return await call()
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in _RETRIED:
-                kind = "throttled" if code in THROTTLED else "unavailable"
-            elif code == "ResourceNotFoundException":
-                kind = "not-found"
-            else:
-                raise SourceError(f"CloudWatch Logs refused {what}: {exc}") from exc
-            reason = str(exc)
-        except (BotoCoreError, OSError) as exc:
-            kind, reason = "unreachable", str(exc)
-        on_error(kind)
-        log.warning("%s: %s; retrying in %.1fs", what, reason, delay)
-        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-        delay = min(delay * 2, max_backoff)
+    """``call()``, retried as ``failure_kind`` says. Raises SourceError."""
+    return await with_retries(
+        call, on_error, what, partial(failure_kind, what=what), max_backoff=max_backoff
+    )
 
 
 class CloudWatchSource(Source):

@@ -17,6 +17,12 @@ class SourceMetrics:
             "Items a source read (events, and lines that are none: those are dead-lettered)",
             registry=registry,
         )
+        self.entries_skipped = Counter(
+            "audit_source_entries_skipped",
+            "Entries a source read that are no audit events and left out (a log sink's entries "
+            "of other services)",
+            registry=registry,
+        )
         self.events_repeated = Counter(
             "audit_source_events_repeated",
             "Items read again after a restart that may already be in Kafka (delivered, or being "

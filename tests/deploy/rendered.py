@@ -24,7 +24,8 @@ SOURCE_BUILDS = (
     "base+source-file+keda",
     "base+source-cloudwatch+keda",
     "base+source-eventhubs+keda",
-    "base+source-file+source-cloudwatch+source-eventhubs+monitoring+hpa",
+    "base+source-pubsub+keda",
+    "base+source-file+source-cloudwatch+source-eventhubs+source-pubsub+monitoring+hpa",
 )
 # The builds meant for `kubectl apply -k`: each has chosen KEDA or the HPA.
 APPLIED = (".", "overlays/quickstart", "overlays/production", *COMBINATIONS, *SOURCE_BUILDS)

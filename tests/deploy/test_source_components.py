@@ -1,13 +1,16 @@
 """The sources' components: components/source-file (audit-source file on each control-plane
 node, the host's audit log read-only, checkpoint and spool on the host) and
-components/source-cloudwatch (one reader of an EKS cluster's log group) and
-components/source-eventhubs (replicas of one consumer group of an AKS cluster's Event Hub)."""
+components/source-cloudwatch (one reader of an EKS cluster's log group),
+components/source-eventhubs (replicas of one consumer group of an AKS cluster's Event Hub) and
+components/source-pubsub (readers sharing a GKE log sink's subscription)."""
 
 from __future__ import annotations
 
+import argparse
+
 from relay.sources import SOURCES
 from relay.sources.settings import build_parser
-from tests.deploy.conftest import render
+from tests.deploy.conftest import Manifest, render
 from tests.deploy.rendered import container_environment, named, of_kind, selects
 
 
@@ -56,10 +59,7 @@ def test_the_cloudwatch_source_is_one_reader_with_its_own_identity_and_volume() 
     env = container_environment(container, objects)
     args = build_parser(SOURCES, env).parse_args(container["command"][1:])
     assert args.kind == "cloudwatch" and args.eks_cluster
-    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
-    (state,) = (m for m in container["volumeMounts"] if m["name"] == claim["metadata"]["name"])
-    for directory in (args.checkpoint_dir, args.spool_dir):
-        assert directory.startswith(state["mountPath"] + "/")
+    assert_state_on_its_volume(statefulset, container, args)
     assert args.listen[1] == container["ports"][0]["containerPort"]
 
 
@@ -79,21 +79,47 @@ def test_the_eventhubs_source_reads_its_connection_string_from_a_secret_in_one_g
     (volume,) = (v for v in pod["volumes"] if v["name"] == mount["name"])
     assert volume["secret"]["secretName"] == "audit-source-eventhubs"
     assert [item["path"] for item in volume["secret"]["items"]] == [key]
-    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
-    (state,) = (m for m in container["volumeMounts"] if m["name"] == claim["metadata"]["name"])
-    for directory in (args.checkpoint_dir, args.spool_dir):
-        assert directory.startswith(state["mountPath"] + "/")
+    assert_state_on_its_volume(statefulset, container, args)
     # A new group begins at the hub's end; the offsets it commits say where to resume.
     assert "--from-start" not in container["command"]
 
 
+def test_the_pubsub_source_replicas_share_the_subscription_each_with_its_volume() -> None:
+    objects = render("base+source-pubsub+keda")
+    statefulset = named(objects, "StatefulSet", "audit-source-pubsub")
+    assert statefulset["spec"]["replicas"] >= 2  # Pub/Sub hands each message to one reader
+    pod = statefulset["spec"]["template"]["spec"]
+    account = named(objects, "ServiceAccount", pod["serviceAccountName"])
+    assert account["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    env = container_environment(container, objects)
+    args = build_parser(SOURCES, env).parse_args(container["command"][1:])
+    assert args.kind == "pubsub" and args.subscription.startswith("projects/")
+    assert args.pubsub_endpoint is None  # Google's endpoint, with workload identity
+    assert_state_on_its_volume(statefulset, container, args)
+    assert args.listen[1] == container["ports"][0]["containerPort"]
+
+
+def assert_state_on_its_volume(
+    statefulset: Manifest, container: Manifest, args: argparse.Namespace
+) -> None:
+    """Checkpoint and spool on the replica's own claim: they outlive the pod."""
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    (state,) = (m for m in container["volumeMounts"] if m["name"] == claim["metadata"]["name"])
+    for directory in (args.checkpoint_dir, args.spool_dir):
+        assert directory.startswith(state["mountPath"] + "/")
+
+
 def test_the_sources_are_scraped_by_their_own_pod_monitor() -> None:
-    objects = render("base+source-file+source-cloudwatch+source-eventhubs+monitoring+hpa")
+    objects = render(
+        "base+source-file+source-cloudwatch+source-eventhubs+source-pubsub+monitoring+hpa"
+    )
     monitor = named(objects, "PodMonitor", "audit-source")
     workloads = [
         named(objects, "DaemonSet", "audit-source-file"),
         named(objects, "StatefulSet", "audit-source-cloudwatch"),
         named(objects, "StatefulSet", "audit-source-eventhubs"),
+        named(objects, "StatefulSet", "audit-source-pubsub"),
     ]
     for workload in workloads:
         labels = workload["spec"]["template"]["metadata"]["labels"]

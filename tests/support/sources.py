@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -73,22 +74,32 @@ class SourceProcess:
         return 0.0
 
 
-async def assert_through_a_csv_group(
-    processes: ProcessFactory, bootstrap: str, topic: str, output: Path, lines: list[bytes]
-) -> None:
-    """Through a CSV consumer group unchanged: one row per event of ``lines``, each with the
-    source's cluster (``edge-1``)."""
+def csv_consumer(
+    processes: ProcessFactory, bootstrap: str, topic: str, output: Path, columns: str
+) -> Callable[[], list[list[str]]]:
+    """Start a CSV consumer group (``audit-consumer --sink csv``) on ``topic`` writing
+    ``output`` with ``columns``; return what reads its rows so far (the header left out)."""
     processes.start(
         "consumers", "--sink", "csv", "--kafka-bootstrap", bootstrap, "--group", f"g-{topic}",
-        "--topic", topic, "--output", str(output), "--csv-columns", "auditID,stage,cluster",
+        "--topic", topic, "--output", str(output), "--csv-columns", columns,
     )  # fmt: skip
+    header = columns.split(",")
 
     def rows() -> list[list[str]]:
         if not output.exists():
             return []
         with output.open(newline="", encoding="utf-8") as file:
-            return [row for row in csv.reader(file) if row[0] != "auditID"]
+            return [row for row in csv.reader(file) if row != header]
 
+    return rows
+
+
+async def assert_through_a_csv_group(
+    processes: ProcessFactory, bootstrap: str, topic: str, output: Path, lines: list[bytes]
+) -> None:
+    """Through a CSV consumer group unchanged: one row per event of ``lines``, each with the
+    source's cluster (``edge-1``)."""
+    rows = csv_consumer(processes, bootstrap, topic, output, "auditID,stage,cluster")
     await wait_until(lambda: len(rows()) >= len(lines), timeout=30, what="the CSV rows")
     assert Counter((row[0], row[1]) for row in rows()) == Counter(map(identity, lines))
     assert {row[2] for row in rows()} == {"edge-1"}
