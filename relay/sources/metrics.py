@@ -19,7 +19,8 @@ class SourceMetrics:
         )
         self.entries_skipped = Counter(
             "audit_source_entries_skipped",
-            "Entries a source read that are no audit events and left out (a log sink's entries "
+            "Entries a source read that are no audit events by design and delivers nowhere "
+            "(eventhubs: diagnostic records of other categories; pubsub: a log sink's entries "
             "of other services)",
             registry=registry,
         )
@@ -28,12 +29,6 @@ class SourceMetrics:
             "Items read again after a restart that may already be in Kafka (delivered, or being "
             "delivered, after the last checkpoint; or delivered and not yet recorded by the "
             "service: eventhubs' uncommitted offsets)",
-            registry=registry,
-        )
-        self.entries_skipped = Counter(
-            "audit_source_entries_skipped",
-            "Entries a source read that are no audit events by design and delivers nowhere "
-            "(eventhubs: diagnostic records of other categories in the hub)",
             registry=registry,
         )
         self.errors = Counter(
