@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -106,11 +107,17 @@ async def assert_through_a_csv_group(
 
 
 async def assert_nothing_lost_repeats_counted(
-    bootstrap: str, topic: str, lines: list[bytes], source: SourceProcess, *, timeout: float
+    bootstrap: str,
+    topic: str,
+    events: Sequence[bytes | dict[str, Any]],
+    source: SourceProcess,
+    *,
+    timeout: float,
 ) -> None:
-    """After a restart: every event of ``lines`` is in ``topic``, and the events there twice
-    are no more than the restarted ``source`` counts as repeated."""
-    expected = set(map(identity, lines))
+    """After a restart: every one of ``events`` (lines as the source held them, or the events
+    it rebuilds) is in ``topic``, and the events there twice are no more than the restarted
+    ``source`` counts as repeated."""
+    expected = set(map(identity, events))
     read: Counter[tuple[str, str]] = Counter()
 
     async def all_there() -> bool:

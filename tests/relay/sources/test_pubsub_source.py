@@ -11,7 +11,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -24,7 +23,11 @@ from tests.support.kafka import LocalBroker, read_topic, topic_size, unique_topi
 from tests.support.net import unused_port, wait_until
 from tests.support.processes import ProcessFactory, wait_for_exit_or_fail
 from tests.support.pubsub import PROJECT, LocalPubSub, gke_entries, other_entries
-from tests.support.sources import SourceProcess, csv_consumer
+from tests.support.sources import (
+    SourceProcess,
+    assert_nothing_lost_repeats_counted,
+    csv_consumer,
+)
 
 # Short, so that what a killed source held comes back soon (the emulator allows 1 s and up).
 ACK_DEADLINE = 2
@@ -121,20 +124,8 @@ async def test_sigkill_mid_way_and_restart_lose_nothing(
     first.process.signal(signal.SIGKILL)
     first.process.wait(10)
     second = pubsub_source(*args, "--pubsub-max-messages", "100")
-    wanted = {event["auditID"] for _, event in made}
-    seen: list[Any] = []
-
-    async def all_there() -> bool:
-        size = await topic_size(bootstrap, topic)
-        if size < len(wanted):
-            return False
-        seen[:] = await read_topic(bootstrap, topic, size, timeout=20)
-        return {orjson.loads(r.value)["auditID"] for r in seen} == wanted
-
-    await wait_until(all_there, timeout=60, interval=0.5, what="every event")
-    read = Counter(orjson.loads(record.value)["auditID"] for record in seen)
-    repeats = sum(read.values()) - len(read)
-    assert repeats <= await second.metric("audit_source_events_repeated_total")
+    events = [event for _, event in made]
+    await assert_nothing_lost_repeats_counted(bootstrap, topic, events, second, timeout=60)
     assert wait_for_exit_or_fail(second.process, signal.SIGTERM, timeout=20) == 0
 
 
