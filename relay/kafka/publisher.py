@@ -102,6 +102,8 @@ class _Producer:
     batches: PartitionBatches
     # Set when given up because no broker answered: then nothing is sent again on a new one.
     unreachable: str | None = None
+    # When a request sent on it was last acknowledged (time.monotonic()).
+    acknowledged_at: float = float("-inf")
 
 
 class KafkaPublisher(AsyncResource):
@@ -214,12 +216,18 @@ class KafkaPublisher(AsyncResource):
                     alone = True
         except TimeoutError as exc:
             reason = f"no acknowledgement within {self.settings.ack_timeout:g}s"
-            if current is not None:
+            # A producer that acknowledged other requests meanwhile is working: this request
+            # waited behind a backlog (the resends after an outage). Giving it up would fail
+            # every batch in flight on it, and those requests would time out on the next one.
+            if current is not None and current.acknowledged_at < started:
                 self._producers.give_up(current.generation, reason)
             raise KafkaUnavailable(f"Kafka did not acknowledge: {reason}") from exc
         finally:
             self._hold_unanswered(held)
-        self._acknowledged(time.monotonic() - started)
+        now = time.monotonic()
+        if current is not None:
+            current.acknowledged_at = now
+        self._acknowledged(now - started)
 
     async def _producer(self) -> _Producer:
         """The producer in place, once there is one (``RecoveringProducer.wait``)."""

@@ -6,18 +6,22 @@ core's worth of CPU), and a producer given up stops that (the reconnects back of
 question must not go over the producer's connections: a broker answers one connection's requests
 in order, so there it queues behind an acks=all produce that waits for a slow follower, and a
 healthy but slow cluster looks dead (the producer given up, 503s, records sent twice). So the
-probe keeps a metadata client of its own, and only ``misses`` unanswered probes in a row, each
-given ``timeout`` seconds, make Kafka unreachable: one slow answer is not a dead broker.
+probe keeps a metadata client of its own, asks every broker it knows at once (one frozen broker,
+its connection open and nothing answered, is not a cluster that does not answer), and only
+``misses`` probes in a row that no broker answered, each given ``timeout`` seconds, make Kafka
+unreachable: one slow answer is not a dead broker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from audit_common.kafka_connection import KafkaConnection
 from audit_common.resource import AsyncResource
@@ -43,7 +47,7 @@ class StallProbe(AsyncResource):
         self._timeout = timeout
         self._misses = misses
         self._interval = interval
-        self._ask = ask or _metadata
+        self._ask = ask or _any_broker_answers
         self._client: AIOKafkaClient | None = None
         self._round: asyncio.Task[str | None] | None = None
         self._verdict: str | None = None
@@ -100,5 +104,21 @@ class StallProbe(AsyncResource):
         return None
 
 
-async def _metadata(client: AIOKafkaClient) -> object:
-    return await client.fetch_all_metadata()
+async def _any_broker_answers(client: AIOKafkaClient) -> object:
+    """The first answer of any known broker to a metadata request naming no topic (the
+    cheapest request every broker answers itself). ``fetch_all_metadata`` asks one broker after
+    another and would spend the whole probe waiting on a frozen one. Raises
+    KafkaConnectionError when none answers; cancelled by the probe's timeout."""
+    asks = [
+        asyncio.ensure_future(client.send(broker.nodeId, MetadataRequest([])))
+        for broker in client.cluster.brokers()
+    ]
+    try:
+        for answer in asyncio.as_completed(asks):
+            with contextlib.suppress(KafkaError, OSError):
+                return await answer
+    finally:
+        for ask in asks:
+            ask.cancel()
+        await asyncio.gather(*asks, return_exceptions=True)
+    raise KafkaConnectionError("no broker answered")

@@ -18,6 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from audit_common.kafka_connection import KafkaConnection
+from relay.kafka.stall_probe import StallProbe
 from tests.faults.cluster_pipeline import Pipeline
 from tests.faults.harness import RESULTS, Relay
 from tests.support.cluster import OFFSETS_TOPIC, LocalCluster
@@ -121,6 +123,25 @@ async def test_rolling_restart_of_every_broker_twice_with_controlled_shutdown(
             await asyncio.to_thread(broker.start)
             await recover(cluster, pipeline, time.time())
     await finish_with_every_answer_200(pipeline)
+
+
+@pytest.mark.timeout(60)
+async def test_the_stall_probe_is_answered_while_one_broker_is_frozen(
+    cluster: LocalCluster,
+) -> None:
+    """A frozen broker keeps its connections open and answers nothing: the probe asks every
+    broker at once, so it never takes that for a cluster that does not answer (asked one after
+    another, a round that began with the frozen one missed: 1 in 3 here)."""
+    connection = KafkaConnection(bootstrap=cluster.bootstrap)
+    frozen = cluster.brokers[-1]
+    async with StallProbe(connection, timeout=0.5, misses=1, interval=0.0) as probe:
+        assert await probe.unreachable() is None  # connected to every broker
+        frozen.pause()
+        try:
+            verdicts = [await probe.unreachable() for _ in range(12)]
+        finally:
+            frozen.resume()
+    assert verdicts == [None] * 12
 
 
 @pytest.mark.timeout(240)
