@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 
 import pytest
 
 from tests.support.net import wait_until
-from tests.support.processes import ProcessFactory, wait_for_exit_or_fail
+from tests.support.processes import ProcessFactory, run_module, wait_for_exit_or_fail
 
 
 def consumer(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumers", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_module("consumers", *args)
 
 
 def test_help_and_a_bare_run_list_the_subcommands() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from tests.consumers.sinks.test_postgres import consumed, postgres_sink
 from tests.support.events import audit_events
 from tests.support.net import unused_port
 from tests.support.postgres import password_of, without_password
+from tests.support.processes import run_module
 
 NOW = datetime(2024, 6, 4, 12, 0, tzinfo=UTC)
 SERVICE_ACCOUNTS = {
@@ -38,14 +38,7 @@ async def store(postgres_dsn: str) -> str:
 
 
 def query(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumers", "query", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    return run_module("consumers", "query", *args, env=env)
 
 
 def matching(**wanted: Any) -> list[dict[str, Any]]:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from audit_common.samples import sample_events
 from tests.consumers.sinks.test_postgres import consumed, postgres_sink
+from tests.support.processes import run_module
 
 EVENTS = sample_events(300, cluster="prod-eu", seed=27)
 
@@ -36,13 +36,7 @@ async def store(postgres_dsn: str) -> str:
 
 
 def query(store: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumers", "query", "--postgres-dsn", store, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_module("consumers", "query", "--postgres-dsn", store, *args)
 
 
 def rows(result: subprocess.CompletedProcess[str]) -> list[dict[str, str]]:

@@ -83,3 +83,18 @@ def wait_for_exit_or_fail(process: Process, sig: signal.Signals, timeout: float)
     process.signal(sig)
     code = process.wait(max(0.1, timeout - (time.monotonic() - start)))
     return code
+
+
+def run_module(
+    module: str, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` to its end, as a user runs a one-shot command; its exit code
+    and text output, whatever the code."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )

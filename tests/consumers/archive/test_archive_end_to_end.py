@@ -8,7 +8,6 @@ import asyncio
 import gzip
 import signal
 import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +24,7 @@ from tests.consumers.messages import produce_events, with_fresh_ids
 from tests.support.events import event_list
 from tests.support.kafka import committed_and_end, read_topic, unique_topic
 from tests.support.net import wait_until
-from tests.support.processes import wait_for_exit_or_fail
+from tests.support.processes import run_module, wait_for_exit_or_fail
 
 SMALL_OBJECTS = ["--archive-max-bytes", "40000"]
 
@@ -50,13 +49,7 @@ def assert_contiguous(keys: list[ObjectKey], ends: dict[int, int]) -> None:
 
 
 def run_command(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumers", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", **env},
-    )
+    return run_module("consumers", *args, env={"PATH": "/usr/bin:/bin", **env})
 
 
 async def test_every_relayed_event_is_archived_once_and_offsets_wait_for_the_object(

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.processes import run_module
+
 
 def run_source(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "relay.sources.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_module("relay.sources.cli", *args, timeout=30)
 
 
 @pytest.mark.parametrize(
