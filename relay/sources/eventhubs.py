@@ -45,6 +45,7 @@ from audit_common.kafka_connection import KafkaConnection
 from audit_common.options import EnvArgumentParser
 from audit_common.secrets import read_secret_file
 from relay.sources.azure import ConnectionString, parse_connection_string, unwrap
+from relay.sources.backoff import with_retries
 from relay.sources.base import Chunk, OnError, Position, Source
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 DEFAULT_GROUP = "$Default"  # the consumer group every Event Hub has
 # Kafka records (diagnostic documents, up to 1 MB each) per chunk.
 _MAX_RECORDS = 64
-_FIRST_BACKOFF_S = 0.5
 _MAX_BACKOFF_S = 30.0
 _COMMIT_TIMEOUT_S = 30.0
 # How long a revoked partition waits for the chunk under way to be committed.
@@ -172,10 +172,19 @@ class EventHubsSource(Source):
             **_CLIENT_SETTINGS,
             **self.connection.client_kwargs(),
         )
-        await self._start(consumer)
         self._settled.set()
         try:
-            await self._wait_for_hub(consumer)
+            where = f"Event Hubs at {self.connection.bootstrap}"
+            await with_retries(
+                lambda: self._connect(consumer), on_error, where, _failure_kind,
+                max_backoff=self.max_backoff,
+            )  # fmt: skip
+            # A diagnostic setting may be created after the source: subscribing to a hub that
+            # is not there yet would show nothing for minutes.
+            await with_retries(
+                lambda: self._hub_exists(consumer), on_error, where, _failure_kind,
+                max_backoff=self.max_backoff,
+            )  # fmt: skip
             consumer.subscribe([self.hub], listener=_Listener(self))
             self._consumer = consumer
             while True:
@@ -262,27 +271,19 @@ class EventHubsSource(Source):
             self._committed.pop(tp.partition, None)
         log.info("partitions revoked: %s", sorted(tp.partition for tp in partitions))
 
-    async def _start(self, consumer: AIOKafkaConsumer) -> None:
-        """Connect, waiting out an endpoint that cannot be reached; raises SourceError when
-        it refuses the connection string or its certificate is not trusted."""
-        delay = _FIRST_BACKOFF_S
-        while True:
-            try:
-                await consumer.start()
-                return
-            except KafkaConnectionError as exc:
-                refusal = await self._refusal()
-                if refusal is not None:
-                    await consumer.stop()
-                    raise SourceError(refusal) from exc
-                reason = str(exc)
-            except KafkaError as exc:
-                await consumer.stop()
-                raise SourceError(f"Event Hubs at {self.connection.bootstrap}: {exc}") from exc
-            self._on_error("unreachable")
-            log.warning("cannot reach Event Hubs: %s; retrying in %.1fs", reason, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.max_backoff)
+    async def _connect(self, consumer: AIOKafkaConsumer) -> None:
+        """One attempt to connect: raises SourceError when the endpoint refuses the connection
+        string or its certificate is not trusted, KafkaConnectionError when it cannot be
+        reached now."""
+        try:
+            await consumer.start()
+        except KafkaConnectionError as exc:
+            refusal = await self._refusal()
+            if refusal is not None:
+                raise SourceError(refusal) from exc
+            raise
+        except KafkaError as exc:
+            raise SourceError(f"Event Hubs at {self.connection.bootstrap}: {exc}") from exc
 
     async def _refusal(self) -> str | None:
         """Why the endpoint refuses this source for good (the connection string, the
@@ -307,20 +308,10 @@ class EventHubsSource(Source):
         conn.close()
         return None
 
-    async def _wait_for_hub(self, consumer: AIOKafkaConsumer) -> None:
-        """Wait until the hub exists (a diagnostic setting may be created after the source):
-        subscribing to a missing one would show nothing for minutes."""
-        delay = _FIRST_BACKOFF_S
-        while self.hub not in await consumer.topics():
-            self._on_error("not-found")
-            log.warning(
-                "no Event Hub %s at %s (or the policy may not read it); retrying in %.1fs",
-                self.hub,
-                self.connection.bootstrap,
-                delay,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.max_backoff)
+    async def _hub_exists(self, consumer: AIOKafkaConsumer) -> None:
+        """Raises _HubMissing while the hub is not there (or the policy may not read it)."""
+        if self.hub not in await consumer.topics():
+            raise _HubMissing(f"no Event Hub {self.hub} (or the policy may not read it)")
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
         try:
@@ -330,6 +321,20 @@ class EventHubsSource(Source):
         except KafkaError as exc:  # what aiokafka does not retry itself: authorization...
             raise SourceError(f"cannot read Event Hub {self.hub}: {exc}") from exc
         return batches
+
+
+class _HubMissing(Exception):
+    """The hub is not (yet) in the namespace's topics."""
+
+
+def _failure_kind(exc: Exception) -> str | None:
+    """How ``with_retries`` treats a failed start: an endpoint out of reach and a hub not there
+    yet are waited out; anything else (SourceError) is raised."""
+    if isinstance(exc, KafkaConnectionError):
+        return "unreachable"
+    if isinstance(exc, _HubMissing):
+        return "not-found"
+    return None
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
