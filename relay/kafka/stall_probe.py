@@ -26,6 +26,9 @@ from aiokafka.protocol.metadata import MetadataRequest
 from audit_common.kafka_connection import KafkaConnection
 from audit_common.resource import AsyncResource
 
+_BOOTSTRAP_FIRST_DELAY_S = 0.25
+_BOOTSTRAP_MAX_DELAY_S = 5.0
+
 
 class StallProbe(AsyncResource):
     """Owned by ``relay.kafka.publisher.KafkaPublisher``, started and stopped with it.
@@ -49,19 +52,38 @@ class StallProbe(AsyncResource):
         self._interval = interval
         self._ask = ask or _any_broker_answers
         self._client: AIOKafkaClient | None = None
+        self._bootstrapping: asyncio.Task[None] | None = None
         self._round: asyncio.Task[str | None] | None = None
         self._verdict: str | None = None
         self._ended = -interval
 
     async def start(self) -> None:
         if self._client is None:
-            # Connected at the first probe: the relay starts while Kafka may be down.
             self._client = AIOKafkaClient(
                 **self._connection.client_kwargs(),
                 request_timeout_ms=int(self._timeout * 1000) + 1000,
             )
+            self._bootstrapping = asyncio.create_task(self._bootstrap(self._client))
+
+    async def _bootstrap(self, client: AIOKafkaClient) -> None:
+        """Learn the brokers in the background from start on, without the probe's timeout: the
+        relay starts while Kafka may be down, and a bootstrap first tried within a probe's
+        timeout, during a stall, tries the addresses one after another: a frozen first one made
+        every probe miss. A probe before it is done still bootstraps itself (fails fast while
+        Kafka is down)."""
+        delay = _BOOTSTRAP_FIRST_DELAY_S
+        while True:
+            with contextlib.suppress(KafkaError, OSError):
+                await client.bootstrap()
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _BOOTSTRAP_MAX_DELAY_S)
 
     async def stop(self) -> None:
+        if self._bootstrapping is not None:
+            self._bootstrapping.cancel()
+            await asyncio.gather(self._bootstrapping, return_exceptions=True)
+            self._bootstrapping = None
         if self._round is not None:
             self._round.cancel()
             await asyncio.gather(self._round, return_exceptions=True)
